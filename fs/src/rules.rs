@@ -1,0 +1,808 @@
+//! The litefile rules engine: litefile rows parsed once into typed rules, the precedence
+//! between image-specific and `ALL` rows, xCAT's parent/child constraints, and a trie that
+//! maps any path to the rule governing it in O(path depth).
+//!
+//! Nothing downstream (liteimg, symlink mode, the FUSE filesystem) looks at option strings:
+//! they match on [`Storage`] and [`Method`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::tabfile::{Row, TabError, Table, is_disabled};
+
+/// Where a writable path's data lives, and whether it is writable at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Writable, volatile: reset at every boot (options empty, `tmpfs`, `rw`, `link`, `bind`).
+    Tmpfs,
+    /// Writable, kept per node across reboots in the state directory.
+    Persistent,
+    /// Writable, kept on a local disk of the node.
+    LocalDisk,
+    /// Read-only, served live from the first litetree hit (else the image).
+    Ro,
+    /// Writable and volatile; initial content is the image file followed by every litetree
+    /// hit in priority order.
+    Con,
+}
+
+impl Storage {
+    pub fn is_writable(self) -> bool {
+        !matches!(self, Storage::Ro)
+    }
+    /// True when the data survives a reboot.
+    pub fn is_durable(self) -> bool {
+        matches!(self, Storage::Persistent | Storage::LocalDisk)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Tmpfs => "tmpfs",
+            Storage::Persistent => "persistent",
+            Storage::LocalDisk => "localdisk",
+            Storage::Ro => "ro",
+            Storage::Con => "con",
+        }
+    }
+}
+
+/// How symlink mode realises an entry (FUSE mode serves all of them the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Copied into place by the node (`tmpfs`, `rw`, `persistent`, `ro`, `con`, `localdisk`).
+    Copy,
+    /// liteimg's two-level symlink chain (`link*`, and blank options as xCAT treats them).
+    Link,
+    /// `mount --bind` onto the image path, keeping the original's permissions (`bind*`).
+    Bind,
+}
+
+/// A valid litefile `options` value. Only the combinations xCAT accepts can be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct LiteOptions {
+    storage: Storage,
+    method: Method,
+}
+
+impl LiteOptions {
+    pub fn storage(self) -> Storage {
+        self.storage
+    }
+    pub fn method(self) -> Method {
+        self.method
+    }
+
+    /// Parses an `options` field. `None` or blank means tmpfs (realised as `link`).
+    pub fn parse(text: Option<&str>) -> Result<LiteOptions, String> {
+        let text = text.unwrap_or("").trim();
+        let mut words: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        let (storage, method) = match words.as_slice() {
+            [] => (Storage::Tmpfs, Method::Link),
+            ["tmpfs"] | ["rw"] | ["rw", "tmpfs"] => (Storage::Tmpfs, Method::Copy),
+            ["persistent"] => (Storage::Persistent, Method::Copy),
+            ["ro"] => (Storage::Ro, Method::Copy),
+            ["con"] => (Storage::Con, Method::Copy),
+            ["localdisk"] => (Storage::LocalDisk, Method::Copy),
+            ["bind"] => (Storage::Tmpfs, Method::Bind),
+            ["bind", "persistent"] => (Storage::Persistent, Method::Bind),
+            ["link"] => (Storage::Tmpfs, Method::Link),
+            ["link", "ro"] => (Storage::Ro, Method::Link),
+            ["link", "persistent"] => (Storage::Persistent, Method::Link),
+            ["con", "link"] => (Storage::Con, Method::Link),
+            _ => {
+                return Err(format!(
+                    "unknown options {text:?}: expected one of empty, tmpfs, rw, tmpfs,rw, \
+                     persistent, ro, con, bind, bind,persistent, link, link,ro, \
+                     link,persistent, link,con, localdisk"
+                ));
+            }
+        };
+        Ok(LiteOptions { storage, method })
+    }
+
+    /// The canonical spelling, as xCAT documents it.
+    pub fn canonical(self) -> &'static str {
+        match (self.storage, self.method) {
+            (Storage::Tmpfs, Method::Link) => "link",
+            (Storage::Tmpfs, Method::Copy) => "tmpfs",
+            (Storage::Tmpfs, Method::Bind) => "bind",
+            (Storage::Persistent, Method::Copy) => "persistent",
+            (Storage::Persistent, Method::Link) => "link,persistent",
+            (Storage::Persistent, Method::Bind) => "bind,persistent",
+            (Storage::Ro, Method::Link) => "link,ro",
+            (Storage::Ro, _) => "ro",
+            (Storage::Con, Method::Link) => "link,con",
+            (Storage::Con, _) => "con",
+            (Storage::LocalDisk, _) => "localdisk",
+        }
+    }
+}
+
+/// A normalised absolute path from the litefile: `/`-separated components, none empty,
+/// none `.` or `..`. Never the root itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct LitePath(String);
+
+impl From<LitePath> for String {
+    fn from(p: LitePath) -> String {
+        p.0
+    }
+}
+
+impl LitePath {
+    /// Parses an absolute path; returns the path and whether it named a directory
+    /// (a trailing `/`, the only way xCAT knows an entry is a directory).
+    pub fn parse(text: &str) -> Result<(LitePath, bool), String> {
+        if !text.starts_with('/') {
+            return Err(format!(
+                "{text:?} is not an absolute path (it must start with '/')"
+            ));
+        }
+        if text.contains('\0') || text.contains('\n') || text.contains('\r') {
+            return Err(format!("{text:?} contains a NUL or line break"));
+        }
+        let is_dir = text.ends_with('/');
+        let mut norm = String::with_capacity(text.len());
+        for comp in text.split('/').filter(|c| !c.is_empty()) {
+            if comp == "." || comp == ".." {
+                return Err(format!("{text:?} contains a '{comp}' component"));
+            }
+            if comp.len() > 255 {
+                return Err(format!("{text:?} has a component longer than 255 bytes"));
+            }
+            norm.push('/');
+            norm.push_str(comp);
+        }
+        if norm.is_empty() {
+            return Err("the root directory itself cannot be a litefile entry".into());
+        }
+        if norm.len() > 4095 {
+            return Err("path longer than 4095 bytes".into());
+        }
+        Ok((LitePath(norm), is_dir))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+    /// Components after the leading `/`.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0[1..].split('/')
+    }
+    /// The path relative to `/` (no leading slash), for joining under an image root.
+    pub fn relative(&self) -> &str {
+        &self.0[1..]
+    }
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.0.bytes().filter(|&b| b == b'/').count()
+    }
+    /// True when `self` is a strict ancestor of `other`.
+    pub fn is_ancestor_of(&self, other: &LitePath) -> bool {
+        other.0.len() > self.0.len()
+            && other.0.starts_with(&self.0)
+            && other.0.as_bytes()[self.0.len()] == b'/'
+    }
+}
+
+impl fmt::Display for LitePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which images a litefile row applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum ImageScope {
+    /// `ALL` or empty.
+    All,
+    Named(String),
+}
+
+impl ImageScope {
+    pub fn applies_to(&self, image: &str) -> bool {
+        match self {
+            ImageScope::All => true,
+            ImageScope::Named(n) => n == image,
+        }
+    }
+}
+
+/// One enabled litefile row, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiteRow {
+    pub image: ImageScope,
+    pub path: LitePath,
+    pub is_dir: bool,
+    pub options: LiteOptions,
+    /// The options as written in the table (xCAT's commands print them as written).
+    pub options_text: String,
+    /// Line in the litefile, for messages.
+    pub line: usize,
+}
+
+/// Parses every enabled row of a litefile table. Errors name the file, line and field.
+pub fn parse_litefile(table: &Table, file: &Path) -> Result<Vec<LiteRow>, TabError> {
+    let col = |name: &str| {
+        table.column(name).ok_or_else(|| TabError {
+            file: file.to_path_buf(),
+            line: 1,
+            field: None,
+            problem: format!("litefile header lacks the {name:?} column"),
+        })
+    };
+    let (c_image, c_file, c_options) = (col("image")?, col("file")?, col("options")?);
+    let c_disable = table.column("disable");
+    let mut out = Vec::with_capacity(table.rows.len());
+    for row in &table.rows {
+        let field = |c: usize| row.fields.get(c).and_then(|f| f.as_deref());
+        if is_disabled(c_disable.and_then(field)) {
+            continue;
+        }
+        let err = |c: usize, problem: String| TabError {
+            file: file.to_path_buf(),
+            line: row.line,
+            field: Some((c + 1, Some(table.columns[c].clone()))),
+            problem,
+        };
+        let image = match field(c_image).map(str::trim) {
+            None | Some("") | Some("ALL") => ImageScope::All,
+            Some(name) => ImageScope::Named(name.to_string()),
+        };
+        let text = field(c_file).ok_or_else(|| err(c_file, "a file path is required".into()))?;
+        let (path, is_dir) = LitePath::parse(text.trim()).map_err(|e| err(c_file, e))?;
+        let options = LiteOptions::parse(field(c_options)).map_err(|e| err(c_options, e))?;
+        out.push(LiteRow {
+            image,
+            path,
+            is_dir,
+            options,
+            options_text: field(c_options).unwrap_or("").trim().to_string(),
+            line: row.line,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and parses a litefile file.
+pub fn read_litefile(file: &Path) -> Result<Vec<LiteRow>, TabError> {
+    parse_litefile(&Table::read(file)?, file)
+}
+
+/// Index of a rule in a [`RuleSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RuleId(pub u32);
+
+/// The rule in force for one path of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiteRule {
+    pub path: LitePath,
+    pub is_dir: bool,
+    pub options: LiteOptions,
+    pub options_text: String,
+    /// Line of the row this rule came from.
+    pub line: usize,
+    /// True when the row named the image (it beat any `ALL` row for the path).
+    pub image_specific: bool,
+}
+
+impl LiteRule {
+    pub fn storage(&self) -> Storage {
+        self.options.storage()
+    }
+}
+
+/// A constraint the rules break, with the rows involved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub message: String,
+    /// Litefile lines of the rows involved.
+    pub lines: Vec<usize>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.lines.iter().map(|l| l.to_string()).collect();
+        write!(f, "{} (litefile line {})", self.message, lines.join(", "))
+    }
+}
+
+/// A position in the rule trie: one path component deep per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrieNode(u32);
+
+#[derive(Debug, Default)]
+struct TrieEntry {
+    children: HashMap<Box<str>, u32>,
+    rule: Option<RuleId>,
+}
+
+/// The rules for one image, ready for lookups.
+#[derive(Debug)]
+pub struct RuleSet {
+    image: String,
+    rules: Vec<LiteRule>,
+    trie: Vec<TrieEntry>,
+    violations: Vec<Violation>,
+}
+
+impl RuleSet {
+    /// Selects the rows that apply to `image`: a row naming the image beats an `ALL` row for
+    /// the same path. Constraint violations are collected, not fatal: see [`Self::violations`].
+    pub fn for_image(rows: &[LiteRow], image: &str) -> RuleSet {
+        let mut violations = Vec::new();
+        // path -> (rule, specific?)
+        let mut chosen: HashMap<&LitePath, LiteRule> = HashMap::new();
+        for row in rows.iter().filter(|r| r.image.applies_to(image)) {
+            let specific = matches!(row.image, ImageScope::Named(_));
+            let rule = LiteRule {
+                path: row.path.clone(),
+                is_dir: row.is_dir,
+                options: row.options,
+                options_text: row.options_text.clone(),
+                line: row.line,
+                image_specific: specific,
+            };
+            match chosen.get(&row.path) {
+                None => {
+                    chosen.insert(&row.path, rule);
+                }
+                Some(old) if old.image_specific == specific => {
+                    if old.options != rule.options || old.is_dir != rule.is_dir {
+                        violations.push(Violation {
+                            message: format!(
+                                "{} is listed twice for the same images with different options \
+                                 ({:?} and {:?})",
+                                row.path, old.options_text, rule.options_text
+                            ),
+                            lines: vec![old.line, rule.line],
+                        });
+                    }
+                }
+                Some(old) if specific && !old.image_specific => {
+                    chosen.insert(&row.path, rule);
+                }
+                Some(_) => {} // an ALL row loses to the image's own row
+            }
+        }
+        let mut rules: Vec<LiteRule> = chosen.into_values().collect();
+        rules.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut set = RuleSet {
+            image: image.to_string(),
+            rules,
+            trie: vec![TrieEntry::default()],
+            violations,
+        };
+        for i in 0..set.rules.len() {
+            let mut node = 0u32;
+            let path = set.rules[i].path.clone();
+            for comp in path.components() {
+                node = match set.trie[node as usize].children.get(comp) {
+                    Some(&n) => n,
+                    None => {
+                        let n = set.trie.len() as u32;
+                        set.trie.push(TrieEntry::default());
+                        set.trie[node as usize].children.insert(comp.into(), n);
+                        n
+                    }
+                };
+            }
+            set.trie[node as usize].rule = Some(RuleId(i as u32));
+        }
+        set.validate();
+        set
+    }
+
+    fn validate(&mut self) {
+        let mut found = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.storage() == Storage::Con && rule.is_dir {
+                found.push(Violation {
+                    message: format!("{}: con cannot be used on a directory", rule.path),
+                    lines: vec![rule.line],
+                });
+            }
+            if let Some(parent) = self.nearest_ancestor_rule(i) {
+                let p = &self.rules[parent.0 as usize];
+                let msg = if !p.is_dir {
+                    Some(format!(
+                        "{} is under {}, which is a file entry (a directory entry ends in '/')",
+                        rule.path, p.path
+                    ))
+                } else {
+                    match (p.storage(), rule.storage()) {
+                        (Storage::Ro | Storage::Con, _) => Some(format!(
+                            "{} is under {}, whose option {} allows no entries below it",
+                            rule.path,
+                            p.path,
+                            p.storage().name()
+                        )),
+                        (Storage::Persistent, s) if s != Storage::Persistent => Some(format!(
+                            "{} ({}) is under the persistent directory {}: entries below a \
+                             persistent directory must be persistent too",
+                            rule.path,
+                            s.name(),
+                            p.path
+                        )),
+                        _ => None,
+                    }
+                };
+                if let Some(message) = msg {
+                    found.push(Violation {
+                        message,
+                        lines: vec![p.line, rule.line],
+                    });
+                }
+            }
+        }
+        self.violations.extend(found);
+        self.violations.sort_by(|a, b| a.lines.cmp(&b.lines));
+    }
+
+    fn nearest_ancestor_rule(&self, i: usize) -> Option<RuleId> {
+        let path = &self.rules[i].path;
+        let mut node = 0usize;
+        let mut best = None;
+        let depth = path.depth();
+        for (d, comp) in path.components().enumerate() {
+            if d + 1 == depth {
+                break;
+            }
+            match self.trie[node].children.get(comp) {
+                Some(&n) => node = n as usize,
+                None => break,
+            }
+            if let Some(r) = self.trie[node].rule {
+                best = Some(r);
+            }
+        }
+        best
+    }
+
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+    pub fn rules(&self) -> &[LiteRule] {
+        &self.rules
+    }
+    pub fn rule(&self, id: RuleId) -> &LiteRule {
+        &self.rules[id.0 as usize]
+    }
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// The rule governing `path`: the deepest entry that is the path itself or a directory
+    /// entry above it. `None` means the path is plain read-only image.
+    pub fn lookup(&self, path: &str) -> Option<&LiteRule> {
+        let mut node = self.root();
+        let mut best: Option<RuleId> = None;
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            if let Some(id) = self.rule_at(node) {
+                if !self.rule(id).is_dir {
+                    return None; // a file entry governs nothing below itself
+                }
+                best = Some(id);
+            }
+            match self.child(node, comp) {
+                Some(n) => node = n,
+                None => return best.map(|id| self.rule(id)),
+            }
+        }
+        self.rule_at(node).or(best).map(|id| self.rule(id))
+    }
+
+    /// The trie's root (the path `/`).
+    pub fn root(&self) -> TrieNode {
+        TrieNode(0)
+    }
+    /// One step down the trie, `None` when no entry lies at or below `node/name`.
+    pub fn child(&self, node: TrieNode, name: &str) -> Option<TrieNode> {
+        self.trie[node.0 as usize]
+            .children
+            .get(name)
+            .map(|&n| TrieNode(n))
+    }
+    /// The rule whose path is exactly this node.
+    pub fn rule_at(&self, node: TrieNode) -> Option<RuleId> {
+        self.trie[node.0 as usize].rule
+    }
+    /// Names of entries one level below `node` (rule paths, or directories leading to one).
+    pub fn child_names(&self, node: TrieNode) -> impl Iterator<Item = (&str, TrieNode)> {
+        self.trie[node.0 as usize]
+            .children
+            .iter()
+            .map(|(k, &v)| (&**k, TrieNode(v)))
+    }
+}
+
+/// Every image name a litefile mentions (for checking all of them).
+pub fn image_names(rows: &[LiteRow]) -> Vec<String> {
+    let mut names: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match &r.image {
+            ImageScope::Named(n) => Some(n.clone()),
+            ImageScope::All => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Convenience for callers holding a file path: read, parse and select for an image.
+pub fn load_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
+    Ok(RuleSet::for_image(&read_litefile(file)?, image))
+}
+
+/// Builds rows from `(image, file, options)` triples; for tests and generated tables.
+pub fn rows_from(entries: &[(&str, &str, &str)]) -> Result<Vec<LiteRow>, TabError> {
+    let mut t = Table::new(&["image", "file", "options", "comments", "disable"]);
+    for (i, (img, file, opt)) in entries.iter().enumerate() {
+        let f = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        t.rows.push(Row {
+            line: i + 2,
+            fields: vec![f(img), f(file), f(opt), None, None],
+        });
+    }
+    parse_litefile(&t, &PathBuf::from("<generated>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(entries: &[(&str, &str, &str)], image: &str) -> RuleSet {
+        RuleSet::for_image(&rows_from(entries).unwrap(), image)
+    }
+
+    #[test]
+    fn every_option_parses_to_its_meaning() {
+        use Method::*;
+        use Storage::*;
+        let cases = [
+            ("", Tmpfs, Link),
+            ("tmpfs", Tmpfs, Copy),
+            ("rw", Tmpfs, Copy),
+            ("tmpfs,rw", Tmpfs, Copy),
+            ("persistent", Persistent, Copy),
+            ("ro", Ro, Copy),
+            ("con", Con, Copy),
+            ("bind", Tmpfs, Bind),
+            ("bind,persistent", Persistent, Bind),
+            ("link", Tmpfs, Link),
+            ("link,ro", Ro, Link),
+            ("link,persistent", Persistent, Link),
+            ("link,con", Con, Link),
+            ("localdisk", LocalDisk, Copy),
+            (" persistent , bind ", Persistent, Bind),
+        ];
+        for (text, storage, method) in cases {
+            let o = LiteOptions::parse(Some(text)).unwrap();
+            assert_eq!((o.storage(), o.method()), (storage, method), "{text:?}");
+            let again = LiteOptions::parse(Some(o.canonical())).unwrap();
+            assert_eq!(again, o, "canonical spelling of {text:?} must parse back");
+        }
+        assert_eq!(LiteOptions::parse(None).unwrap().storage(), Tmpfs);
+        for bad in [
+            "rox",
+            "ro,persistent",
+            "bind,ro",
+            "link,bind",
+            "tmpfs,persistent",
+            "localdisk,link",
+        ] {
+            let e = LiteOptions::parse(Some(bad)).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_rows_name_file_line_and_field() {
+        let text = "#image,file,options,comments,disable\n\"ALL\",\"/etc/a\",,,\n\"ALL\",\"/etc/b\",\"bogus\",,\n";
+        let t = Table::parse(text.as_bytes(), Path::new("lf.csv")).unwrap();
+        let e = parse_litefile(&t, Path::new("lf.csv")).unwrap_err();
+        assert_eq!((e.line, e.field.clone().unwrap().0), (3, 3));
+        assert!(
+            e.to_string()
+                .starts_with("lf.csv:3: field 3 (options): unknown options"),
+            "{e}"
+        );
+        for bad in ["etc/x", "/etc/../x", "/", "/a/./b", ""] {
+            let text = format!("#image,file,options\n,\"{bad}\",\n");
+            let t = Table::parse(text.as_bytes(), Path::new("lf.csv")).unwrap();
+            let e = parse_litefile(&t, Path::new("lf.csv")).unwrap_err();
+            assert_eq!(e.field.unwrap().0, 2, "{bad:?}");
+        }
+        let t = Table::parse(b"#image,options\n", Path::new("lf.csv")).unwrap();
+        assert!(
+            parse_litefile(&t, Path::new("lf.csv"))
+                .unwrap_err()
+                .problem
+                .contains("file")
+        );
+    }
+
+    #[test]
+    fn disabled_rows_are_ignored() {
+        let text = "#image,file,options,comments,disable\n,\"/a\",,,\"1\"\n,\"/b\",,,\"no\"\n";
+        let t = Table::parse(text.as_bytes(), Path::new("x")).unwrap();
+        let rows = parse_litefile(&t, Path::new("x")).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].path.as_str(), "/b");
+    }
+
+    #[test]
+    fn image_row_beats_all_row() {
+        let s = set(
+            &[
+                ("ALL", "/etc/motd", "tmpfs"),
+                ("compute", "/etc/motd", "persistent"),
+                ("other", "/x", "ro"),
+            ],
+            "compute",
+        );
+        assert_eq!(s.rules().len(), 1);
+        assert_eq!(
+            s.lookup("/etc/motd").unwrap().storage(),
+            Storage::Persistent
+        );
+        let s = set(
+            &[
+                ("compute", "/etc/motd", "persistent"),
+                ("", "/etc/motd", "tmpfs"),
+            ],
+            "compute",
+        );
+        assert_eq!(
+            s.lookup("/etc/motd").unwrap().storage(),
+            Storage::Persistent
+        );
+        let s = set(
+            &[
+                ("compute", "/etc/motd", "persistent"),
+                ("", "/etc/motd", "tmpfs"),
+            ],
+            "login",
+        );
+        assert_eq!(s.lookup("/etc/motd").unwrap().storage(), Storage::Tmpfs);
+        assert!(s.violations().is_empty());
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_violations() {
+        let s = set(
+            &[("ALL", "/etc/motd", "tmpfs"), ("ALL", "/etc/motd", "ro")],
+            "x",
+        );
+        assert_eq!(s.violations().len(), 1);
+        assert_eq!(s.violations()[0].lines, vec![2, 3]);
+        let s = set(
+            &[("ALL", "/etc/motd", "tmpfs"), ("ALL", "/etc/motd", "rw")],
+            "x",
+        );
+        assert!(
+            s.violations().is_empty(),
+            "same meaning, different spelling"
+        );
+    }
+
+    #[test]
+    fn longest_prefix_lookup() {
+        let s = set(
+            &[
+                ("", "/var/", "tmpfs"),
+                ("", "/var/lib/", "persistent"),
+                ("", "/etc/fstab", ""),
+                ("", "/etc/ssh/", "ro"),
+            ],
+            "img",
+        );
+        let st = |p: &str| s.lookup(p).map(|r| r.storage());
+        assert_eq!(st("/var"), Some(Storage::Tmpfs));
+        assert_eq!(st("/var/log/messages"), Some(Storage::Tmpfs));
+        assert_eq!(st("/var/lib"), Some(Storage::Persistent));
+        assert_eq!(st("/var/lib/rpm/Packages"), Some(Storage::Persistent));
+        assert_eq!(st("/var/library"), Some(Storage::Tmpfs));
+        assert_eq!(st("/etc/fstab"), Some(Storage::Tmpfs));
+        assert_eq!(
+            st("/etc/fstab/x"),
+            None,
+            "a file entry governs nothing below it"
+        );
+        assert_eq!(st("/etc/fstab2"), None);
+        assert_eq!(st("/etc"), None);
+        assert_eq!(st("/etc/ssh/ssh_config"), Some(Storage::Ro));
+        assert_eq!(st("/"), None);
+        assert_eq!(st("//etc//ssh/"), Some(Storage::Ro));
+    }
+
+    #[test]
+    fn trie_steps_match_lookup() {
+        let s = set(&[("", "/etc/ssh/", "tmpfs"), ("", "/etc/fstab", "")], "i");
+        let etc = s.child(s.root(), "etc").unwrap();
+        assert!(s.rule_at(etc).is_none());
+        let mut names: Vec<&str> = s.child_names(etc).map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["fstab", "ssh"]);
+        let ssh = s.child(etc, "ssh").unwrap();
+        assert_eq!(s.rule(s.rule_at(ssh).unwrap()).path.as_str(), "/etc/ssh");
+        assert!(s.child(etc, "passwd").is_none());
+    }
+
+    #[test]
+    fn parent_child_constraints() {
+        let v = |e: &[(&str, &str, &str)]| set(e, "i").violations().to_vec();
+        // ro and con parents may have no children
+        assert_eq!(v(&[("", "/opt/", "ro"), ("", "/opt/a", "tmpfs")]).len(), 1);
+        assert_eq!(
+            v(&[("", "/opt/", "link,ro"), ("", "/opt/a", "ro")]).len(),
+            1
+        );
+        // con on a directory (and as a parent)
+        let found = v(&[("", "/opt/", "con"), ("", "/opt/a", "con")]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        // persistent parent needs persistent children
+        let found = v(&[("", "/var/lib/", "persistent"), ("", "/var/lib/x", "tmpfs")]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].lines, vec![2, 3]);
+        assert!(found[0].to_string().contains("persistent"));
+        assert!(
+            v(&[
+                ("", "/var/lib/", "persistent"),
+                ("", "/var/lib/x", "bind,persistent")
+            ])
+            .is_empty()
+        );
+        // tmpfs parent with any child is fine, nearest ancestor counts
+        assert!(
+            v(&[
+                ("", "/var/", "tmpfs"),
+                ("", "/var/lib/", "persistent"),
+                ("", "/var/lib/a", "persistent")
+            ])
+            .is_empty()
+        );
+        assert!(
+            v(&[
+                ("", "/var/", "tmpfs"),
+                ("", "/var/x", "ro"),
+                ("", "/var/y", "con")
+            ])
+            .is_empty()
+        );
+        // a file entry with entries under it
+        assert_eq!(
+            v(&[("", "/etc/fstab", "tmpfs"), ("", "/etc/fstab/x", "tmpfs")]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn paths_normalise() {
+        assert_eq!(
+            LitePath::parse("//etc//ssh/").unwrap(),
+            (LitePath("/etc/ssh".into()), true)
+        );
+        let (p, d) = LitePath::parse("/etc/fstab").unwrap();
+        assert!(!d);
+        assert_eq!(p.relative(), "etc/fstab");
+        assert_eq!(p.depth(), 2);
+        assert!(LitePath::parse("/etc").unwrap().0.is_ancestor_of(&p));
+        assert!(!LitePath::parse("/et").unwrap().0.is_ancestor_of(&p));
+    }
+}

@@ -1,0 +1,1 @@
+//! statelite host tools.

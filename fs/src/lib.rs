@@ -1,5 +1,22 @@
 //! statelite's core library: the xCAT table format, the litefile rules engine, and the FUSE
 //! overlay filesystem that serves a node's merged root.
+//!
+//! Where to find what:
+//! - `tabfile`: xCAT `tabdump` CSV files.
+//! - `rules`: litefile rows -> typed rules, precedence, constraints, path -> rule trie.
+//! - `layers`: the image, litetree sources and stores, rule origins, liteimg see-through.
+//! - `inode`: the inode table.
+//! - `copy_up`: copy-up, `con` concatenation, whiteouts.
+//! - `overlay`: name resolution, directory merging, the FUSE operations.
+//! - `mount`: mounting, threads, the image-generation watcher.
+//! - `stats`: operation counters and the EROFS record.
 
+pub mod copy_up;
+pub mod inode;
+pub mod layers;
+pub mod mount;
+pub mod overlay;
 pub mod rules;
+pub mod stats;
+pub mod sys;
 pub mod tabfile;

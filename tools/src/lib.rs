@@ -1,1 +1,12 @@
 //! statelite host tools.
+//!
+//! * [`db`]: the tables directory (schemas, loading, node attribute resolution).
+//! * [`vars`]: `$node` / `$table.column` templates, litetree and statelite resolution.
+//! * [`noderange`]: xCAT noderange expansion.
+//! * [`cmd_tables`], [`cmd_lite`]: the table subcommands of the `statelite` CLI.
+
+pub mod cmd_lite;
+pub mod cmd_tables;
+pub mod db;
+pub mod noderange;
+pub mod vars;

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use statelite_tools::{cmd_lite, cmd_tables};
 
 #[derive(Parser)]
 #[command(
@@ -26,14 +27,40 @@ struct Cli {
     command: Command,
 }
 
+/// One variant per subcommand; its arguments type (in the library) carries the help text,
+/// and one match arm in `main` runs it.
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Print a table in tabdump format (or list the tables).
+    Tabdump(cmd_tables::TabdumpArgs),
+    /// Replace (-a: extend) a table from a tabdump file, all or nothing.
+    Tabrestore(cmd_tables::TabrestoreArgs),
+    /// Add, change or delete table rows: chtab node=n01 noderes.nfsserver=10.0.0.1
+    Chtab(cmd_tables::ChtabArgs),
+    /// Show the litefile entries that apply to each node of a noderange.
+    Litefile(cmd_lite::LitefileArgs),
+    /// Show each node's litetree directories, variables expanded, in search order.
+    Litetree(cmd_lite::LitetreeArgs),
+    /// Show an image's litefile entries; --check reports rule violations.
+    Ilitefile(cmd_lite::IlitefileArgs),
+    /// Summarise statelite for nodes: image, state directory, litefile, litetree.
+    Lslite(cmd_lite::LsliteArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<(), String> = match cli.command {};
+    let tables = &cli.tables;
+    let result: Result<ExitCode, String> = match cli.command {
+        Command::Tabdump(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Tabrestore(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Chtab(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Litefile(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Litetree(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Ilitefile(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Lslite(args) => args.run(tables).map_err(|e| e.to_string()),
+    };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("statelite: {e}");
             ExitCode::FAILURE

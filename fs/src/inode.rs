@@ -1,0 +1,315 @@
+//! The inode table: one entry per object the kernel knows, keyed by FUSE node id, holding
+//! the object's backing descriptors (the store copy, the origin) and what area it is in.
+//!
+//! An inode's reported `st_ino` is fixed when the inode is created (from its origin if it
+//! has one), so it does not change when the object is copied up into a store.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::layers::{LayerId, StoreKind};
+use crate::rules::{RuleId, TrieNode};
+use crate::sys;
+
+/// What governs an object, decided once when it is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// The read-only image, not covered by any litefile entry.
+    Image,
+    /// Read-only: a `ro` entry, or a persistent entry while the state storage is missing.
+    ReadOnly(RuleId),
+    /// Writable, kept in a store. `rule` is `None` for scratch names: new files in a
+    /// read-only image directory that holds writable file entries (so `sed -i` on such an
+    /// entry can create its temporary file next to it).
+    Store {
+        store: StoreKind,
+        rule: Option<RuleId>,
+    },
+}
+
+impl Area {
+    pub fn store(self) -> Option<StoreKind> {
+        match self {
+            Area::Store { store, .. } => Some(store),
+            _ => None,
+        }
+    }
+    pub fn rule(self) -> Option<RuleId> {
+        match self {
+            Area::Image => None,
+            Area::ReadOnly(r) => Some(r),
+            Area::Store { rule, .. } => rule,
+        }
+    }
+}
+
+/// Where an inode sits in the tree: its parent and name (updated by rename).
+#[derive(Debug, Clone)]
+pub struct Loc {
+    pub parent: Option<Arc<Inode>>,
+    pub name: CString,
+}
+
+/// The objects behind an inode.
+#[derive(Debug, Default)]
+pub struct Backing {
+    /// The copy in the inode's store, once there is one.
+    pub upper: Option<Arc<OwnedFd>>,
+    /// The origin (image or litetree), while it is visible.
+    pub lower: Option<(LayerId, Arc<OwnedFd>)>,
+}
+
+impl Backing {
+    /// The descriptor that currently holds the object's content and attributes.
+    pub fn primary(&self) -> Option<(LayerId, &Arc<OwnedFd>)> {
+        match (&self.upper, &self.lower) {
+            (Some(u), _) => Some((LayerId::Volatile, u)),
+            (None, Some((l, f))) => Some((*l, f)),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    pub nodeid: u64,
+    pub st_ino: u64,
+    /// `S_IFMT` bits: an inode never changes type.
+    pub kind: libc::mode_t,
+    pub area: Area,
+    /// Position in the rule trie while the path still leads towards litefile entries.
+    pub trie: Option<TrieNode>,
+    /// The rule path this inode enters its area at (a rule's own path), for store
+    /// scaffolding; `None` below it.
+    pub entry_rel: Option<Arc<str>>,
+    pub loc: Mutex<Loc>,
+    pub backing: RwLock<Backing>,
+    lookups: AtomicU64,
+    /// Keys this inode is registered under in the table's identity map.
+    keys: Mutex<Vec<(u64, u64)>>,
+    /// Passthrough backing shared by every open of this inode (kernel rule).
+    pub passthrough: Mutex<Option<(std::sync::Weak<fuser::BackingId>, (u64, u64))>>,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.kind == libc::S_IFDIR
+    }
+    pub fn upper(&self) -> Option<Arc<OwnedFd>> {
+        self.backing.read().upper.clone()
+    }
+    pub fn lower(&self) -> Option<(LayerId, Arc<OwnedFd>)> {
+        self.backing.read().lower.clone()
+    }
+    /// The descriptor holding content and attributes now (store copy, else origin).
+    pub fn primary_fd(&self) -> Option<Arc<OwnedFd>> {
+        let b = self.backing.read();
+        b.upper
+            .clone()
+            .or_else(|| b.lower.as_ref().map(|(_, f)| f.clone()))
+    }
+    pub fn is_copied_up(&self) -> bool {
+        self.backing.read().upper.is_some()
+    }
+    pub fn parent(&self) -> Option<Arc<Inode>> {
+        self.loc.lock().parent.clone()
+    }
+    pub fn name(&self) -> CString {
+        self.loc.lock().name.clone()
+    }
+
+    /// The inode's path in the merged tree, for messages and `litectl` (never for access).
+    pub fn path(&self) -> String {
+        let mut parts = Vec::new();
+        let mut cur: Option<Arc<Inode>> = None;
+        {
+            let loc = self.loc.lock();
+            if loc.parent.is_some() {
+                parts.push(loc.name.to_string_lossy().into_owned());
+            }
+            cur = loc.parent.clone().or(cur);
+        }
+        let mut guard = 0;
+        while let Some(node) = cur {
+            let loc = node.loc.lock();
+            if loc.parent.is_none() || guard > 4096 {
+                break;
+            }
+            parts.push(loc.name.to_string_lossy().into_owned());
+            cur = loc.parent.clone();
+            guard += 1;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+}
+
+/// All inodes the kernel holds references to.
+#[derive(Debug)]
+pub struct InodeTable {
+    by_id: RwLock<HashMap<u64, Arc<Inode>>>,
+    /// (st_dev, st_ino) of a backing object -> node id: hard links and repeated lookups of
+    /// one object share one inode.
+    by_identity: Mutex<HashMap<(u64, u64), u64>>,
+    next: AtomicU64,
+}
+
+/// What is needed to create an inode.
+pub struct NewInode {
+    pub st_ino: u64,
+    pub kind: libc::mode_t,
+    pub area: Area,
+    pub trie: Option<TrieNode>,
+    pub entry_rel: Option<Arc<str>>,
+    pub parent: Option<Arc<Inode>>,
+    pub name: CString,
+    pub backing: Backing,
+    pub identity: Option<(u64, u64)>,
+}
+
+impl InodeTable {
+    pub fn new() -> InodeTable {
+        InodeTable {
+            by_id: RwLock::new(HashMap::new()),
+            by_identity: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(2),
+        }
+    }
+
+    pub fn get(&self, nodeid: u64) -> Option<Arc<Inode>> {
+        self.by_id.read().get(&nodeid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every inode (for invalidation after an image update).
+    pub fn all(&self) -> Vec<Arc<Inode>> {
+        self.by_id.read().values().cloned().collect()
+    }
+
+    /// Inserts the root inode (node id 1) with one permanent reference.
+    pub fn insert_root(&self, new: NewInode) -> Arc<Inode> {
+        let inode = Arc::new(Self::build(1, new));
+        inode.lookups.store(1, Ordering::Relaxed);
+        self.by_id.write().insert(1, inode.clone());
+        inode
+    }
+
+    fn build(nodeid: u64, new: NewInode) -> Inode {
+        Inode {
+            nodeid,
+            st_ino: new.st_ino,
+            kind: new.kind,
+            area: new.area,
+            trie: new.trie,
+            entry_rel: new.entry_rel,
+            loc: Mutex::new(Loc {
+                parent: new.parent,
+                name: new.name,
+            }),
+            backing: RwLock::new(new.backing),
+            lookups: AtomicU64::new(0),
+            keys: Mutex::new(new.identity.into_iter().collect()),
+            passthrough: Mutex::new(None),
+        }
+    }
+
+    /// Returns the inode for a looked-up object, reusing the existing one when the same
+    /// backing object is already known (and of the same area), and counts one lookup.
+    pub fn lookup_or_insert(&self, new: NewInode) -> Arc<Inode> {
+        let mut ids = self.by_identity.lock();
+        if let Some(key) = new.identity
+            && let Some(&id) = ids.get(&key)
+            && let Some(existing) = self.by_id.read().get(&id).cloned()
+            && existing.area == new.area
+            && existing.kind == new.kind
+        {
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            // The same object under another name (hard link, or after a rename the kernel
+            // has not seen): keep the newest location for path reporting.
+            if !existing.is_dir() {
+                let mut loc = existing.loc.lock();
+                loc.parent = new.parent;
+                loc.name = new.name;
+            }
+            return existing;
+        }
+        // The node id is the reported inode number (fuser reports one as the other), so it
+        // derives from the origin and survives copy-up and re-lookup. On a clash (layers
+        // spanning several filesystems) a fresh id from the high range is used.
+        let nodeid = {
+            let by_id = self.by_id.read();
+            if new.st_ino > 1 && !by_id.contains_key(&new.st_ino) {
+                new.st_ino
+            } else {
+                (1 << 63) | self.next.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let identity = new.identity;
+        let inode = Arc::new(Self::build(nodeid, new));
+        inode.lookups.store(1, Ordering::Relaxed);
+        if let Some(key) = identity {
+            ids.insert(key, nodeid);
+        }
+        self.by_id.write().insert(nodeid, inode.clone());
+        inode
+    }
+
+    /// Registers another backing identity for an inode (its store copy after copy-up).
+    pub fn add_identity(&self, inode: &Inode, key: (u64, u64)) {
+        self.by_identity.lock().insert(key, inode.nodeid);
+        inode.keys.lock().push(key);
+    }
+
+    /// Drops `n` kernel references; the inode goes when none are left.
+    pub fn forget(&self, nodeid: u64, n: u64) {
+        if nodeid == 1 {
+            return;
+        }
+        let Some(inode) = self.get(nodeid) else {
+            return;
+        };
+        let mut ids = self.by_identity.lock();
+        let prev = inode
+            .lookups
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if prev <= n {
+            for key in inode.keys.lock().drain(..) {
+                if ids.get(&key) == Some(&nodeid) {
+                    ids.remove(&key);
+                }
+            }
+            self.by_id.write().remove(&nodeid);
+        }
+    }
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Borrow helper for `Arc<OwnedFd>`.
+pub fn bfd(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
+    fd.as_fd()
+}
+
+/// `(st_dev, st_ino)` of a descriptor.
+pub fn identity_of(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    sys::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
+}

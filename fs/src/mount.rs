@@ -1,0 +1,146 @@
+//! Mounting the merged root: the FUSE session (several request threads with cloned
+//! device fds), the mount options a root filesystem needs, and the image-generation
+//! watcher that invalidates the kernel's caches after `statelite imgupdate`.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use crate::layers::{GENERATION_FILE, LayerPaths, LayerStack};
+use crate::overlay::{Overlay, OverlayOptions, StateliteFs};
+use crate::rules::RuleSet;
+use crate::sys;
+
+/// Everything needed to serve one node's root.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub layers: LayerPaths,
+    pub mountpoint: PathBuf,
+    pub threads: usize,
+    /// How often the image generation is checked.
+    pub generation_interval: Duration,
+    pub options: OverlayOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Layer(#[from] crate::layers::LayerError),
+    #[error("cannot mount on {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(std::io::Error),
+}
+
+/// A mounted root. `run` serves until the filesystem is unmounted.
+pub struct Mounted {
+    pub overlay: Arc<Overlay>,
+    session: Session<StateliteFs>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Reads the image generation: the file's content, or `None` when it does not exist.
+pub fn read_generation(layers: &LayerStack) -> Option<String> {
+    let fd = sys::open_beneath(layers.image(), GENERATION_FILE, libc::O_RDONLY).ok()?;
+    let mut s = String::new();
+    use std::io::Read;
+    std::fs::File::from(fd).read_to_string(&mut s).ok()?;
+    Some(s.trim().to_string())
+}
+
+pub fn mount(rules: Arc<RuleSet>, cfg: &MountConfig) -> Result<Mounted, MountError> {
+    let layers = LayerStack::open(cfg.layers.clone())?;
+    let overlay = Overlay::new(rules, layers, cfg.options.clone()).map_err(MountError::Setup)?;
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("statelite".into()),
+        MountOption::Subtype("statelite".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::Exec,
+        MountOption::RW,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = true;
+    let session =
+        Session::new(StateliteFs(overlay.clone()), &cfg.mountpoint, &config).map_err(|source| {
+            MountError::Mount {
+                path: cfg.mountpoint.clone(),
+                source,
+            }
+        })?;
+    *overlay.notifier.write() = Some(session.notifier());
+    Ok(Mounted {
+        overlay,
+        session,
+        stop: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+impl Mounted {
+    /// Serves requests until unmounted; the generation watcher runs alongside.
+    pub fn run(self, generation_interval: Duration) -> std::io::Result<()> {
+        let ov = self.overlay.clone();
+        let stop = self.stop.clone();
+        let watcher = std::thread::Builder::new()
+            .name("generation".into())
+            .spawn(move || watch_generation(&ov, generation_interval, &stop))?;
+        let r = self.session.run();
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        r
+    }
+}
+
+fn watch_generation(ov: &Overlay, interval: Duration, stop: &AtomicBool) {
+    let mut last = read_generation(&ov.layers);
+    let tick = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        ov.drain_invalidations();
+        waited += tick;
+        if waited < interval {
+            continue;
+        }
+        waited = Duration::ZERO;
+        let now = read_generation(&ov.layers);
+        if now != last {
+            tracing::info!(old = ?last, new = ?now, "image generation changed: invalidating caches");
+            ov.stats.generation_bumps.fetch_add(1, Ordering::Relaxed);
+            ov.invalidate_image();
+            last = now;
+        }
+    }
+}
+
+/// Unmounts a FUSE mount point (what `umount` does), lazily if it is busy.
+pub fn unmount(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EBUSY)
+        && unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0
+    {
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// Used by callers that hold a descriptor and want to confirm it is a directory.
+pub fn is_dir_fd(fd: impl AsFd) -> bool {
+    sys::fstat(fd.as_fd()).is_ok_and(|s| sys::file_type(s.st_mode) == libc::S_IFDIR)
+}

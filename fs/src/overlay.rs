@@ -1,0 +1,2100 @@
+//! The merged statelite root: name resolution across layers, the writable-area rules,
+//! directory merging, and the FUSE operations built on them.
+//!
+//! Resolution is one component at a time from the parent inode (its descriptors and its
+//! position in the rule trie), never by re-walking a path.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::copy_up::{self, is_internal_name};
+use crate::inode::{Area, Backing, Inode, InodeTable, NewInode, identity_of};
+use crate::layers::{LITEIMG_DEFAULT, LayerId, LayerStack, STATELITE_DIR, StoreKind};
+use crate::rules::{RuleId, RuleSet, Storage, TrieNode};
+use crate::stats::{DeniedLog, Op, Stats};
+use crate::sys::{self, Stat};
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct OverlayOptions {
+    /// How long the kernel may cache attributes and entries. Long: every change either goes
+    /// through us (writable areas) or is announced by an image generation bump, after which
+    /// we invalidate explicitly.
+    pub ttl: Duration,
+    /// Use FUSE passthrough for regular files when the kernel offers it.
+    pub passthrough: bool,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        OverlayOptions {
+            ttl: Duration::from_secs(24 * 3600),
+            passthrough: true,
+        }
+    }
+}
+
+/// An open file.
+struct OpenFile {
+    fd: OwnedFd,
+    inode: Arc<Inode>,
+    /// Held while open: the kernel needs the backing id alive for passthrough opens.
+    _backing: Option<Arc<BackingId>>,
+    /// Opened for writing in a persistent store: flush (close) syncs it.
+    durable_write: bool,
+}
+
+/// An open directory: its merged listing, taken at opendir (readdir offsets index into it).
+struct OpenDir {
+    entries: Vec<DirEntry>,
+}
+
+#[derive(Clone)]
+struct DirEntry {
+    name: CString,
+    kind: FileType,
+    ino: u64,
+}
+
+/// What one name in one directory resolves to, before it becomes an inode.
+struct Resolved {
+    area: Area,
+    trie: Option<TrieNode>,
+    entry_rel: Option<Arc<str>>,
+    upper: Option<OwnedFd>,
+    lower: Option<(LayerId, OwnedFd)>,
+}
+
+/// The shared state of a mounted statelite root.
+pub struct Overlay {
+    rules: Arc<RuleSet>,
+    pub layers: LayerStack,
+    inodes: InodeTable,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
+    next_handle: AtomicU64,
+    pub stats: Stats,
+    pub denied: DeniedLog,
+    opts: OverlayOptions,
+    passthrough_active: AtomicBool,
+    /// Trie nodes of read-only image directories that hold writable *file* entries: new
+    /// names may be created there as volatile scratch files (sed -i's temporary).
+    scratch_dirs: HashSet<TrieNode>,
+    copy_up_lock: Mutex<()>,
+    /// Negative entries the kernel caches in read-only areas, so an image update can
+    /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
+    negatives: Mutex<lru::LruCache<(u64, CString), ()>>,
+    pub notifier: RwLock<Option<fuser::Notifier>>,
+    /// Invalidations queued for the background thread (never sent from a request thread,
+    /// where the kernel may hold the very directory lock the notification needs).
+    inval_tx: crossbeam::channel::Sender<(u64, CString)>,
+    pub inval_rx: crossbeam::channel::Receiver<(u64, CString)>,
+}
+
+fn err(e: io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn errno(code: i32) -> Errno {
+    Errno::from_i32(code)
+}
+
+fn to_time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn file_type(mode: libc::mode_t) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dtype_to_kind(d: u8) -> FileType {
+    match d {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn attr_of(nodeid: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(nodeid),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: to_time(st.st_atime, st.st_atime_nsec),
+        mtime: to_time(st.st_mtime, st.st_mtime_nsec),
+        ctime: to_time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn name_cstr(name: &OsStr) -> Result<CString, Errno> {
+    if name.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.as_bytes().contains(&b'/') {
+        return Err(Errno::EINVAL);
+    }
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn enoent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// Opens `name` in `dir` as `O_PATH` without following it; `Ok(None)` when absent.
+fn open_child(dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<OwnedFd>, Errno> {
+    match sys::open_at(dir, name, libc::O_PATH) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if enoent(&e) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
+impl Overlay {
+    pub fn new(
+        rules: Arc<RuleSet>,
+        layers: LayerStack,
+        opts: OverlayOptions,
+    ) -> io::Result<Arc<Overlay>> {
+        let mut scratch_dirs = HashSet::new();
+        collect_scratch_dirs(&rules, rules.root(), &mut scratch_dirs);
+        // The place the node daemon mounts its own tmpfs (/.statelite): an empty directory.
+        let stl = CString::new(STATELITE_DIR).unwrap_or_default();
+        let vol = layers
+            .store(StoreKind::Volatile)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        match sys::mkdir_at(vol, &stl, 0o755) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let ov = Arc::new(Overlay {
+            rules,
+            layers,
+            inodes: InodeTable::new(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            stats: Stats::default(),
+            denied: DeniedLog::default(),
+            opts,
+            passthrough_active: AtomicBool::new(false),
+            scratch_dirs,
+            copy_up_lock: Mutex::new(()),
+            negatives: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            notifier: RwLock::new(None),
+            inval_tx: tx,
+            inval_rx: rx,
+        });
+        let root_fd = sys::open_at(ov.layers.image(), c".", libc::O_PATH | libc::O_DIRECTORY)?;
+        let st = sys::fstat(root_fd.as_fd())?;
+        ov.inodes.insert_root(NewInode {
+            st_ino: 1,
+            kind: st.st_mode & libc::S_IFMT,
+            area: Area::Image,
+            trie: Some(ov.rules.root()),
+            entry_rel: None,
+            parent: None,
+            name: CString::default(),
+            backing: Backing {
+                upper: None,
+                lower: Some((LayerId::Image, Arc::new(root_fd))),
+            },
+            identity: None,
+        });
+        Ok(ov)
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough_active.load(Ordering::Relaxed)
+    }
+
+    pub fn inodes(&self) -> &InodeTable {
+        &self.inodes
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    fn area_for_rule(&self, id: RuleId) -> Area {
+        let rule = self.rules.rule(id);
+        let store = match rule.storage() {
+            Storage::Ro => return Area::ReadOnly(id),
+            Storage::Tmpfs | Storage::Con => StoreKind::Volatile,
+            Storage::Persistent => StoreKind::Persistent,
+            Storage::LocalDisk => StoreKind::LocalDisk,
+        };
+        if self.layers.store(store).is_some() {
+            Area::Store {
+                store,
+                rule: Some(id),
+            }
+        } else {
+            // Never silently volatile: without its storage a durable path is read-only.
+            Area::ReadOnly(id)
+        }
+    }
+
+    /// The area a (new or existing) name in `parent` belongs to.
+    fn child_area(&self, parent: &Inode, name: &CStr) -> (Area, Option<TrieNode>) {
+        let ctrie = parent
+            .trie
+            .and_then(|t| name.to_str().ok().and_then(|n| self.rules.child(t, n)));
+        if let Some(id) = ctrie.and_then(|t| self.rules.rule_at(t)) {
+            return (self.area_for_rule(id), ctrie);
+        }
+        let area = match parent.area {
+            Area::Image => match parent.trie {
+                Some(t) if self.scratch_dirs.contains(&t) => Area::Store {
+                    store: StoreKind::Volatile,
+                    rule: None,
+                },
+                _ => Area::Image,
+            },
+            other => other,
+        };
+        (area, ctrie)
+    }
+
+    /// Path of `parent/name` relative to the root (no leading slash), for store scaffolding
+    /// at area boundaries and for liteimg link checks; never used on the hot path.
+    fn rel_path(parent: &Inode, name: &CStr) -> String {
+        let p = parent.path();
+        let n = name.to_string_lossy();
+        if p == "/" {
+            n.into_owned()
+        } else {
+            format!("{}/{}", &p[1..], n)
+        }
+    }
+
+    /// Resolves `name` in `parent` across the layers. `Ok(None)` means absent.
+    fn resolve(&self, parent: &Arc<Inode>, name: &CStr) -> Result<Option<Resolved>, Errno> {
+        if !parent.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let is_root = parent.nodeid == 1;
+        if is_root && name.to_bytes() == LITEIMG_DEFAULT.as_bytes() {
+            return Ok(None);
+        }
+        if is_root && name.to_bytes() == STATELITE_DIR.as_bytes() {
+            let vol = self.layers.store(StoreKind::Volatile).ok_or(Errno::EIO)?;
+            let fd = sys::open_at(vol, name, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
+            return Ok(Some(Resolved {
+                area: Area::Image,
+                trie: None,
+                entry_rel: None,
+                upper: None,
+                lower: Some((LayerId::Volatile, fd)),
+            }));
+        }
+        let (area, trie) = self.child_area(parent, name);
+        let entering = trie.and_then(|t| self.rules.rule_at(t));
+        if let Some(id) = entering {
+            return self.resolve_rule_entry(id, area, trie);
+        }
+        let (upper, lower) = match area {
+            Area::Image => match self.lower_child(parent, name)? {
+                Some(l) => (None, Some(l)),
+                // A directory on the way to litefile entries that the image lacks (liteimg
+                // would have created it): an empty read-only directory, mirrored in the
+                // volatile store so the entries below have somewhere to live.
+                None if trie.is_some() => {
+                    let rel = Self::rel_path(parent, name);
+                    let fd = self
+                        .layers
+                        .store_dir(StoreKind::Volatile, &rel)
+                        .map_err(err)?;
+                    (None, Some((LayerId::Volatile, fd)))
+                }
+                None => (None, None),
+            },
+            Area::ReadOnly(_) => (None, self.lower_child(parent, name)?),
+            Area::Store { store, rule: None } => {
+                // A scratch name in a read-only image directory: an image entry wins (it
+                // stays read-only); otherwise the volatile store may hold it.
+                if let Some(l) = self.lower_child(parent, name)? {
+                    return Ok(Some(Resolved {
+                        area: Area::Image,
+                        trie,
+                        entry_rel: None,
+                        upper: None,
+                        lower: Some(l),
+                    }));
+                }
+                let rel = Self::rel_path(parent, name);
+                let root = self.layers.store(store).ok_or(Errno::EROFS)?;
+                match sys::open_beneath(root, &rel, libc::O_PATH) {
+                    Ok(fd) => {
+                        let st = sys::fstat(fd.as_fd()).map_err(err)?;
+                        if sys::is_whiteout(&st) {
+                            return Ok(None);
+                        }
+                        return Ok(Some(Resolved {
+                            area,
+                            trie: None,
+                            entry_rel: Some(rel.into()),
+                            upper: Some(fd),
+                            lower: None,
+                        }));
+                    }
+                    Err(e) if enoent(&e) => return Ok(None),
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Area::Store { .. } => {
+                let upper = match parent.upper() {
+                    Some(pu) => match open_child(pu.as_fd(), name)? {
+                        Some(fd) => {
+                            let st = sys::fstat(fd.as_fd()).map_err(err)?;
+                            if sys::is_whiteout(&st) {
+                                return Ok(None);
+                            }
+                            Some(fd)
+                        }
+                        None => None,
+                    },
+                    None => None,
+                };
+                let lower = match parent.lower() {
+                    Some((layer, pl)) => open_child(pl.as_fd(), name)?.map(|fd| (layer, fd)),
+                    None => None,
+                };
+                (upper, lower)
+            }
+        };
+        if upper.is_none() && lower.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Resolved {
+            area,
+            trie,
+            entry_rel: None,
+            upper,
+            lower,
+        }))
+    }
+
+    /// A child in a read-only directory (image or `ro` area), seeing through liteimg links.
+    fn lower_child(
+        &self,
+        parent: &Inode,
+        name: &CStr,
+    ) -> Result<Option<(LayerId, OwnedFd)>, Errno> {
+        let Some((layer, pl)) = parent.lower() else {
+            return Ok(None);
+        };
+        let Some(fd) = open_child(pl.as_fd(), name)? else {
+            return Ok(None);
+        };
+        if layer == LayerId::Image && self.layers.is_liteimg() {
+            let st = sys::fstat(fd.as_fd()).map_err(err)?;
+            if sys::file_type(st.st_mode) == libc::S_IFLNK
+                && let Ok(target) = sys::readlink_fd(fd.as_fd())
+            {
+                let rel = Self::rel_path(parent, name);
+                if self.layers.is_liteimg_link(&rel, &target)
+                    && let Ok(dflt) = self.layers.open_image(&rel)
+                {
+                    return Ok(Some((layer, dflt)));
+                }
+            }
+        }
+        Ok(Some((layer, fd)))
+    }
+
+    /// The path of a litefile entry itself: its origin, and its store copy if any.
+    fn resolve_rule_entry(
+        &self,
+        id: RuleId,
+        area: Area,
+        trie: Option<TrieNode>,
+    ) -> Result<Option<Resolved>, Errno> {
+        let rule = self.rules.rule(id);
+        let rel: Arc<str> = rule.path.relative().into();
+        let mut upper = None;
+        if let Area::Store { store, .. } = area {
+            let root = self.layers.store(store).ok_or(Errno::EROFS)?;
+            match sys::open_beneath(root, &rel, libc::O_PATH) {
+                Ok(fd) => {
+                    let st = sys::fstat(fd.as_fd()).map_err(err)?;
+                    if sys::is_whiteout(&st) {
+                        return Ok(None);
+                    }
+                    upper = Some(fd);
+                }
+                Err(e) if enoent(&e) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let lower = self.layers.origin(&rel);
+        if upper.is_none() {
+            if let Area::Store { store, .. } = area {
+                if rule.storage() == Storage::Con {
+                    // con: the image's file, then every litetree hit, concatenated once per
+                    // boot into the volatile store.
+                    let sources: Vec<OwnedFd> = self
+                        .layers
+                        .con_sources(&rel)
+                        .into_iter()
+                        .map(|(_, f)| f)
+                        .collect();
+                    if sources.is_empty() {
+                        return Ok(None);
+                    }
+                    let (dir_rel, base) = split_rel(&rel);
+                    let dir = self.layers.store_dir(store, dir_rel).map_err(err)?;
+                    let base = CString::new(base).map_err(|_| Errno::EINVAL)?;
+                    upper = Some(copy_up::concat_into(&sources, dir.as_fd(), &base).map_err(err)?);
+                    self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
+                } else if lower.is_none() && rule.is_dir {
+                    // A writable directory entry that exists nowhere: the node gets it empty
+                    // (as liteimg would have created it).
+                    upper = Some(self.layers.store_dir(store, &rel).map_err(err)?);
+                }
+            }
+        }
+        if upper.is_none() && lower.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Resolved {
+            area,
+            trie,
+            entry_rel: Some(rel),
+            upper,
+            lower,
+        }))
+    }
+
+    /// Turns a resolution into an inode (new or shared) and its attributes.
+    fn instantiate(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        r: Resolved,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        let ust = match &r.upper {
+            Some(u) => Some(sys::fstat(u.as_fd()).map_err(err)?),
+            None => None,
+        };
+        let lst = match &r.lower {
+            Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
+            None => None,
+        };
+        let (st, kind) = match (&ust, &lst) {
+            (Some(u), _) => (*u, u.st_mode & libc::S_IFMT),
+            (None, Some(l)) => (*l, l.st_mode & libc::S_IFMT),
+            (None, None) => return Err(Errno::ENOENT),
+        };
+        // The origin counts only while it is the same kind of object: it gives the stable
+        // inode number and, for directories, the entries merged under the store's.
+        let lower_same =
+            matches!((&lst, &r.lower), (Some(l), Some(_)) if l.st_mode & libc::S_IFMT == kind);
+        let st_ino = match (&r.lower, &lst, &ust) {
+            (Some((layer, _)), Some(l), _) if lower_same => self.layers.report_ino(*layer, l),
+            (_, _, Some(u)) => self.layers.report_ino(
+                r.area
+                    .store()
+                    .map(|s| s.layer())
+                    .unwrap_or(LayerId::Volatile),
+                u,
+            ),
+            _ => self.layers.report_ino(LayerId::Image, &st),
+        };
+        let identity = Some((st.st_dev, st.st_ino));
+        let keep_lower = lower_same && (r.upper.is_none() || kind == libc::S_IFDIR);
+        let backing = Backing {
+            upper: r.upper.map(Arc::new),
+            lower: if keep_lower {
+                r.lower.map(|(l, f)| (l, Arc::new(f)))
+            } else {
+                None
+            },
+        };
+        let inode = self.inodes.lookup_or_insert(NewInode {
+            st_ino,
+            kind,
+            area: r.area,
+            trie: if kind == libc::S_IFDIR { r.trie } else { None },
+            entry_rel: r.entry_rel,
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+            backing,
+            identity,
+        });
+        Ok((inode, st))
+    }
+
+    fn do_lookup(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+    ) -> Result<Option<(Arc<Inode>, Stat)>, Errno> {
+        match self.resolve(parent, name)? {
+            Some(r) => self.instantiate(parent, name, r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn stat_inode(&self, inode: &Inode) -> Result<Stat, Errno> {
+        let fd = inode.primary_fd().ok_or(Errno::ENOENT)?;
+        sys::fstat(fd.as_fd()).map_err(err)
+    }
+
+    fn attr(&self, inode: &Inode, st: &Stat) -> FileAttr {
+        attr_of(inode.nodeid, st)
+    }
+
+    fn deny(&self, inode: &Inode, name: Option<&CStr>, op: Op) -> Errno {
+        let path = match name {
+            Some(n) => {
+                let p = inode.path();
+                if p == "/" {
+                    format!("/{}", n.to_string_lossy())
+                } else {
+                    format!("{p}/{}", n.to_string_lossy())
+                }
+            }
+            None => inode.path(),
+        };
+        let is_dir = name.is_none() && inode.is_dir() || matches!(op, Op::mkdir);
+        self.denied.record(path, op.name(), is_dir);
+        Errno::EROFS
+    }
+
+    /// The store directory where `parent`'s entries in `store` live, created on demand.
+    fn upper_dir(&self, parent: &Arc<Inode>, store: StoreKind) -> Result<Arc<OwnedFd>, Errno> {
+        if parent.area.store() == Some(store) {
+            return self.copy_up_locked(parent);
+        }
+        // Crossing into a store from outside it (a litefile entry in an image directory,
+        // or a scratch name): mirror the parent's path in the store.
+        let p = parent.path();
+        let fd = self
+            .layers
+            .store_dir(store, p.trim_start_matches('/'))
+            .map_err(err)?;
+        Ok(Arc::new(fd))
+    }
+
+    /// Makes sure `inode` has its copy in its store; returns the store copy.
+    pub fn copy_up(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, Errno> {
+        if let Some(u) = inode.upper() {
+            return Ok(u);
+        }
+        let _g = self.copy_up_lock.lock();
+        self.copy_up_locked(inode)
+    }
+
+    fn copy_up_locked(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, Errno> {
+        if let Some(u) = inode.upper() {
+            return Ok(u);
+        }
+        let store = inode.area.store().ok_or(Errno::EROFS)?;
+        let (_, lower) = inode.lower().ok_or(Errno::ENOENT)?;
+        let st = sys::fstat(lower.as_fd()).map_err(err)?;
+        let dir: Arc<OwnedFd> = match (&inode.entry_rel, inode.parent()) {
+            (Some(rel), _) => {
+                let (dir_rel, _) = split_rel(rel);
+                Arc::new(self.layers.store_dir(store, dir_rel).map_err(err)?)
+            }
+            (None, Some(parent)) => self.upper_dir(&parent, store)?,
+            (None, None) => return Err(Errno::EROFS),
+        };
+        let name = match &inode.entry_rel {
+            Some(rel) => CString::new(split_rel(rel).1).map_err(|_| Errno::EINVAL)?,
+            None => inode.name(),
+        };
+        let fd = copy_up::copy_object(lower.as_fd(), &st, dir.as_fd(), &name).map_err(err)?;
+        if let Some(key) = identity_of(fd.as_fd()) {
+            self.inodes.add_identity(inode, key);
+        }
+        let fd = Arc::new(fd);
+        {
+            let mut b = inode.backing.write();
+            b.upper = Some(fd.clone());
+            if !inode.is_dir() {
+                b.lower = None;
+            }
+        }
+        self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
+        Ok(fd)
+    }
+
+    /// The store copy of a writable inode (after copy-up), or EROFS.
+    fn writable(&self, inode: &Arc<Inode>, op: Op) -> Result<Arc<OwnedFd>, Errno> {
+        match inode.area {
+            Area::Store { .. } => self.copy_up(inode),
+            _ => Err(self.deny(inode, None, op)),
+        }
+    }
+
+    /// For operations creating or removing `name` in `parent`: the store and directory.
+    fn writable_child(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        op: Op,
+    ) -> Result<(StoreKind, Area, Arc<OwnedFd>), Errno> {
+        let (area, _) = self.child_area(parent, name);
+        match area {
+            Area::Store { store, .. } => {
+                let dir = self.upper_dir(parent, store)?;
+                Ok((store, area, dir))
+            }
+            _ => Err(self.deny(parent, Some(name), op)),
+        }
+    }
+
+    /// The merged listing of a directory.
+    fn list_dir(&self, dir: &Arc<Inode>) -> Result<Vec<DirEntry>, Errno> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut hidden: HashSet<Vec<u8>> = HashSet::new();
+        let mut out = Vec::new();
+        let store_layer = dir
+            .area
+            .store()
+            .map(|s| s.layer())
+            .unwrap_or(LayerId::Volatile);
+        let b = dir.backing.read();
+        if let Some(u) = &b.upper {
+            for (name, dtype, ino) in sys::read_dir(u.as_fd()).map_err(err)? {
+                if is_internal_name(&name) {
+                    continue;
+                }
+                if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
+                    let c = CString::new(name.clone()).map_err(|_| Errno::EIO)?;
+                    if let Ok(st) = sys::stat_at(u.as_fd(), &c)
+                        && sys::is_whiteout(&st)
+                    {
+                        hidden.insert(name);
+                        continue;
+                    }
+                }
+                seen.insert(name.clone());
+                out.push((name, dtype, store_layer, ino));
+            }
+        }
+        if let Some((layer, l)) = &b.lower {
+            let is_root = dir.nodeid == 1;
+            for (name, dtype, ino) in sys::read_dir(l.as_fd()).map_err(err)? {
+                if is_root
+                    && (name == LITEIMG_DEFAULT.as_bytes() || name == STATELITE_DIR.as_bytes())
+                {
+                    continue;
+                }
+                if seen.contains(&name) || hidden.contains(&name) {
+                    continue;
+                }
+                seen.insert(name.clone());
+                out.push((name, dtype, *layer, ino));
+            }
+        }
+        drop(b);
+        let mut entries: Vec<DirEntry> = Vec::with_capacity(out.len() + 2);
+        for (name, dtype, layer, ino) in out {
+            let c = CString::new(name).map_err(|_| Errno::EIO)?;
+            entries.push(DirEntry {
+                name: c,
+                kind: dtype_to_kind(dtype),
+                ino: self.layers.report_ino(layer, &stat_with_ino(ino)),
+            });
+        }
+        // Where the rules reach into this directory (litefile entries, scratch names), the
+        // listing must agree with lookup: re-resolve those names.
+        if dir.area.store().is_none() || dir.entry_rel.is_some() {
+            let mut names: Vec<CString> = Vec::new();
+            if let Some(t) = dir.trie {
+                for (n, _) in self.rules.child_names(t) {
+                    if let Ok(c) = CString::new(n) {
+                        names.push(c);
+                    }
+                }
+                if self.scratch_dirs.contains(&t) {
+                    let rel = dir.path();
+                    if let Ok(fd) = sys::open_beneath(
+                        self.layers.store(StoreKind::Volatile).ok_or(Errno::EIO)?,
+                        rel.trim_start_matches('/'),
+                        libc::O_PATH | libc::O_DIRECTORY,
+                    ) && let Ok(list) = sys::read_dir(fd.as_fd())
+                    {
+                        for (n, _, _) in list {
+                            if !is_internal_name(&n)
+                                && let Ok(c) = CString::new(n)
+                            {
+                                names.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+            if dir.nodeid == 1 {
+                names.push(CString::new(STATELITE_DIR).unwrap_or_default());
+            }
+            names.sort();
+            names.dedup();
+            for name in names {
+                let pos = entries.iter().position(|e| e.name == name);
+                match self.resolve(dir, &name)? {
+                    Some(r) => {
+                        let (fd, layer) = match (&r.upper, &r.lower) {
+                            (Some(u), _) => (
+                                u.as_fd(),
+                                r.area
+                                    .store()
+                                    .map(|s| s.layer())
+                                    .unwrap_or(LayerId::Volatile),
+                            ),
+                            (None, Some((l, f))) => (f.as_fd(), *l),
+                            (None, None) => continue,
+                        };
+                        let st = sys::fstat(fd).map_err(err)?;
+                        let lst = r
+                            .lower
+                            .as_ref()
+                            .and_then(|(_, f)| sys::fstat(f.as_fd()).ok());
+                        let ino = match (&r.lower, lst) {
+                            (Some((l, _)), Some(ls))
+                                if ls.st_mode & libc::S_IFMT == st.st_mode & libc::S_IFMT =>
+                            {
+                                self.layers.report_ino(*l, &ls)
+                            }
+                            _ => self.layers.report_ino(layer, &st),
+                        };
+                        let e = DirEntry {
+                            name,
+                            kind: file_type(st.st_mode),
+                            ino,
+                        };
+                        match pos {
+                            Some(i) => entries[i] = e,
+                            None => entries.push(e),
+                        }
+                    }
+                    None => {
+                        if let Some(i) = pos {
+                            entries.remove(i);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    fn is_empty_dir(&self, dir: &Arc<Inode>) -> Result<bool, Errno> {
+        Ok(self.list_dir(dir)?.is_empty())
+    }
+
+    /// Removes an upper directory that holds only whiteouts (after the merged view was
+    /// found empty).
+    fn remove_upper_dir(
+        &self,
+        parent_upper: BorrowedFd<'_>,
+        name: &CStr,
+        dir: BorrowedFd<'_>,
+    ) -> Result<(), Errno> {
+        for (n, _, _) in sys::read_dir(dir).map_err(err)? {
+            let c = CString::new(n).map_err(|_| Errno::EIO)?;
+            sys::unlink_at(dir, &c, 0).map_err(err)?;
+        }
+        sys::unlink_at(parent_upper, name, libc::AT_REMOVEDIR).map_err(err)
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn open_flags(flags: i32) -> i32 {
+        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
+    }
+
+    /// Opens the backing file for `inode` and decides passthrough.
+    fn open_file(&self, inode: &Arc<Inode>, flags: i32) -> Result<(OwnedFd, bool), Errno> {
+        let acc = flags & libc::O_ACCMODE;
+        let wants_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let fd = if wants_write {
+            let upper = self.writable(inode, Op::open)?;
+            sys::reopen(upper.as_fd(), Self::open_flags(flags)).map_err(err)?
+        } else {
+            let fd = inode.primary_fd().ok_or(Errno::ENOENT)?;
+            sys::reopen(fd.as_fd(), Self::open_flags(flags)).map_err(err)?
+        };
+        let durable = wants_write && inode.area.store().is_some_and(|s| s.is_durable());
+        Ok((fd, durable))
+    }
+
+    /// The passthrough backing for an open, shared by all opens of the inode; `None` when
+    /// passthrough is off, or another backing file is in use for this inode (the kernel
+    /// requires one backing file per inode; that open then goes through us instead).
+    fn backing_for(
+        &self,
+        inode: &Inode,
+        fd: &OwnedFd,
+        make: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough_active() || inode.kind != libc::S_IFREG {
+            return None;
+        }
+        let id = identity_of(fd.as_fd())?;
+        let mut slot = inode.passthrough.lock();
+        if let Some((weak, key)) = slot.as_ref()
+            && let Some(b) = weak.upgrade()
+        {
+            return (*key == id).then_some(b);
+        }
+        match make(fd) {
+            Ok(b) => {
+                let b = Arc::new(b);
+                *slot = Some((Arc::downgrade(&b), id));
+                Some(b)
+            }
+            Err(e) => {
+                tracing::debug!("passthrough backing refused: {e}");
+                None
+            }
+        }
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
+        self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Kernel cache invalidation after an image update: every inode served from a
+    /// read-only layer, and every negative entry cached there.
+    pub fn invalidate_image(&self) {
+        let notifier = self.notifier.read();
+        let Some(n) = notifier.as_ref() else { return };
+        let mut count = 0u64;
+        for inode in self.inodes.all() {
+            let from_origin =
+                !inode.is_copied_up() && inode.area.store().is_none() || inode.is_dir();
+            if !from_origin {
+                continue;
+            }
+            let _ = n.inval_inode(INodeNo(inode.nodeid), 0, 0);
+            if let Some(parent) = inode.parent()
+                && !inode.is_dir()
+            {
+                let name = inode.name();
+                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
+            }
+            count += 1;
+        }
+        let negs: Vec<(u64, CString)> = {
+            let mut g = self.negatives.lock();
+            let v = g.iter().map(|(k, _)| k.clone()).collect();
+            g.clear();
+            v
+        };
+        for (parent, name) in negs {
+            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
+            count += 1;
+        }
+        self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Sends queued invalidations (runs on the background thread).
+    pub fn drain_invalidations(&self) {
+        let notifier = self.notifier.read();
+        while let Ok((parent, name)) = self.inval_rx.try_recv() {
+            if let Some(n) = notifier.as_ref() {
+                let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
+            }
+        }
+    }
+
+    /// What serves `path` (for `litectl which`): resolves from the root without keeping
+    /// inodes beyond those the kernel already has.
+    pub fn which(&self, path: &str) -> Result<WhichInfo, Errno> {
+        let mut cur = self.inodes.get(1).ok_or(Errno::EIO)?;
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let mut held = Vec::new();
+        for comp in &comps {
+            let c = CString::new(*comp).map_err(|_| Errno::EINVAL)?;
+            let (inode, _) = self.do_lookup(&cur, &c)?.ok_or(Errno::ENOENT)?;
+            held.push(inode.nodeid);
+            cur = inode;
+        }
+        let rule = cur.area.rule().map(|id| self.rules.rule(id).clone());
+        let b = cur.backing.read();
+        let info = WhichInfo {
+            path: format!("/{}", comps.join("/")),
+            area: match cur.area {
+                Area::Image => "image (read-only)".into(),
+                Area::ReadOnly(_) => "read-only".into(),
+                Area::Store { store, rule: None } => format!("{} (scratch)", store_name(store)),
+                Area::Store { store, .. } => store_name(store).into(),
+            },
+            rule,
+            copied_up: b.upper.is_some(),
+            served_from: match (&b.upper, &b.lower) {
+                (Some(_), _) => cur.area.store().map(|s| s.layer()),
+                (None, Some((l, _))) => Some(*l),
+                _ => None,
+            },
+            origin: b.lower.as_ref().map(|(l, _)| *l),
+        };
+        drop(b);
+        drop(cur);
+        for id in held {
+            self.inodes.forget(id, 1);
+        }
+        Ok(info)
+    }
+}
+
+fn store_name(s: StoreKind) -> &'static str {
+    match s {
+        StoreKind::Volatile => "volatile",
+        StoreKind::Persistent => "persistent",
+        StoreKind::LocalDisk => "localdisk",
+    }
+}
+
+/// Answer to `litectl which`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WhichInfo {
+    pub path: String,
+    pub area: String,
+    pub rule: Option<crate::rules::LiteRule>,
+    pub copied_up: bool,
+    pub served_from: Option<LayerId>,
+    pub origin: Option<LayerId>,
+}
+
+fn stat_with_ino(ino: u64) -> Stat {
+    // SAFETY-free: a zeroed stat is a valid plain-data value.
+    let mut st: Stat = unsafe { std::mem::zeroed() };
+    st.st_ino = ino;
+    st
+}
+
+fn split_rel(rel: &str) -> (&str, &str) {
+    match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    }
+}
+
+fn collect_scratch_dirs(rules: &RuleSet, node: TrieNode, out: &mut HashSet<TrieNode>) {
+    for (_, child) in rules.child_names(node) {
+        match rules.rule_at(child) {
+            Some(id) => {
+                let r = rules.rule(id);
+                if !r.is_dir && r.storage().is_writable() {
+                    out.insert(node);
+                }
+            }
+            None => collect_scratch_dirs(rules, child, out),
+        }
+    }
+}
+
+fn time_spec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = -(d.subsec_nanos() as i64);
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                libc::timespec {
+                    tv_sec: sec as libc::time_t,
+                    tv_nsec: nsec as libc::c_long,
+                }
+            }
+        },
+    }
+}
+
+/// The `fuser::Filesystem` face of an [`Overlay`].
+pub struct StateliteFs(pub Arc<Overlay>);
+
+impl StateliteFs {
+    fn entry(&self, reply: ReplyEntry, inode: &Inode, st: &Stat) {
+        let ttl = self.0.opts.ttl;
+        reply.entry(&ttl, &self.0.attr(inode, st), Generation(0));
+    }
+
+    /// Creates an object via `make(dir, tmpname)` and puts it in place of `name`
+    /// (atomically replacing a whiteout), then looks it up.
+    fn create_object(
+        &self,
+        req: &Request,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        op: Op,
+        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<()>,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        let ov = &self.0;
+        let (_, area, dir) = ov.writable_child(parent, name, op)?;
+        if ov.resolve(parent, name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        // A whiteout at the name (the origin's entry was deleted) is replaced in place.
+        let whiteout = matches!(sys::stat_at(dir.as_fd(), name), Ok(st) if sys::is_whiteout(&st));
+        sys::as_caller(req.uid(), req.gid(), || {
+            if whiteout {
+                sys::unlink_at(dir.as_fd(), name, 0)?;
+            }
+            make(dir.as_fd(), name)
+        })
+        .map_err(err)?;
+        let fd = sys::open_at(dir.as_fd(), name, libc::O_PATH).map_err(err)?;
+        let st = sys::fstat(fd.as_fd()).map_err(err)?;
+        // A new directory over a deleted one must not show the origin's old entries.
+        if whiteout
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && let Some((_, pl)) = parent.lower()
+            && let Ok(Some(old)) = open_child(pl.as_fd(), name)
+            && let Ok(list) = sys::read_dir(old.as_fd())
+        {
+            for (n, _, _) in list {
+                if let Ok(c) = CString::new(n) {
+                    let _ = copy_up::make_whiteout(fd.as_fd(), &c);
+                }
+            }
+        }
+        let entry_rel = match area {
+            Area::Store { rule: Some(id), .. }
+                if ov.rules.rule(id).path.relative() == Overlay::rel_path(parent, name) =>
+            {
+                Some(Arc::<str>::from(ov.rules.rule(id).path.relative()))
+            }
+            Area::Store { rule: None, .. } => {
+                Some(Arc::<str>::from(Overlay::rel_path(parent, name)))
+            }
+            _ => None,
+        };
+        let (_, trie) = ov.child_area(parent, name);
+        ov.instantiate(
+            parent,
+            name,
+            Resolved {
+                area,
+                trie,
+                entry_rel,
+                upper: Some(fd),
+                lower: None,
+            },
+        )
+    }
+}
+
+macro_rules! tri {
+    ($timer:ident, $reply:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                $timer.failed = true;
+                $reply.error(e);
+                return;
+            }
+        }
+    };
+}
+
+impl Filesystem for StateliteFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let want = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_EXPORT_SUPPORT;
+        for flag in want.iter() {
+            let _ = config.add_capabilities(flag);
+        }
+        if self.0.opts.passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && (config.set_max_stack_depth(2).is_ok() || config.set_max_stack_depth(1).is_ok())
+        {
+            self.0.passthrough_active.store(true, Ordering::Relaxed);
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        tracing::info!(
+            passthrough = self.0.passthrough_active(),
+            "FUSE session initialised"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::lookup);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        match tri!(t, reply, ov.do_lookup(&parent, &name)) {
+            Some((inode, st)) => self.entry(reply, &inode, &st),
+            None => {
+                t.failed = true;
+                // Cache the miss. In writable areas every creation goes through us; in
+                // read-only areas the name is remembered for invalidation on image update.
+                let (area, _) = ov.child_area(&parent, &name);
+                if area.store().is_none() {
+                    let mut negs = ov.negatives.lock();
+                    if let Some((old, ())) = negs.push((parent.nodeid, name.clone()), ())
+                        && old.0 != parent.nodeid | 0
+                        && old.1 != name
+                    {
+                        let _ = ov.inval_tx.send(old);
+                    }
+                }
+                ov.stats.negative_entries.fetch_add(1, Ordering::Relaxed);
+                let attr = FileAttr {
+                    ino: INodeNo(0),
+                    ..attr_of(0, &stat_with_ino(0))
+                };
+                reply.entry(&ov.opts.ttl, &attr, Generation(0));
+            }
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self.0.stats.time(Op::forget);
+        self.0.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::getattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let st = match fh.and_then(|fh| ov.file(fh).ok()) {
+            Some(f) => tri!(t, reply, sys::fstat(f.fd.as_fd()).map_err(err)),
+            None => tri!(t, reply, ov.stat_inode(&inode)),
+        };
+        reply.attr(&ov.opts.ttl, &ov.attr(&inode, &st));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::setattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let upper = tri!(t, reply, ov.writable(&inode, Op::setattr));
+        if let Some(size) = size {
+            let r = match fh.and_then(|fh| ov.file(fh).ok()) {
+                Some(f) => {
+                    nix::unistd::ftruncate(f.fd.as_fd(), size as i64).map_err(|e| errno(e as i32))
+                }
+                None => sys::reopen(upper.as_fd(), libc::O_WRONLY)
+                    .map_err(err)
+                    .and_then(|fd| {
+                        nix::unistd::ftruncate(fd.as_fd(), size as i64).map_err(|e| errno(e as i32))
+                    }),
+            };
+            tri!(t, reply, r);
+        }
+        if uid.is_some() || gid.is_some() {
+            tri!(
+                t,
+                reply,
+                sys::chown_fd(
+                    upper.as_fd(),
+                    uid.unwrap_or(u32::MAX),
+                    gid.unwrap_or(u32::MAX)
+                )
+                .map_err(err)
+            );
+        }
+        if let Some(mode) = mode {
+            tri!(
+                t,
+                reply,
+                sys::chmod_fd(upper.as_fd(), mode & 0o7777).map_err(err)
+            );
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = [time_spec(atime), time_spec(mtime)];
+            tri!(
+                t,
+                reply,
+                sys::utimens_fd(upper.as_fd(), &times).map_err(err)
+            );
+        }
+        let st = tri!(t, reply, sys::fstat(upper.as_fd()).map_err(err));
+        reply.attr(&ov.opts.ttl, &ov.attr(&inode, &st));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::readlink);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let target = tri!(t, reply, sys::readlink_fd(fd.as_fd()).map_err(err));
+        reply.data(&target);
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::mknod);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        let mode = mode & !(umask & 0o777);
+        let (inode, st) = tri!(
+            t,
+            reply,
+            self.create_object(req, &parent, &name, Op::mknod, |d, n| sys::mknod_at(
+                d,
+                n,
+                mode,
+                rdev as libc::dev_t
+            ))
+        );
+        self.entry(reply, &inode, &st);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::mkdir);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        let mode = mode & !umask & 0o7777;
+        let (inode, st) = tri!(
+            t,
+            reply,
+            self.create_object(req, &parent, &name, Op::mkdir, |d, n| sys::mkdir_at(
+                d, n, mode
+            ))
+        );
+        self.entry(reply, &inode, &st);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::symlink);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(link_name));
+        let target = tri!(
+            t,
+            reply,
+            CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+        );
+        let (inode, st) = tri!(
+            t,
+            reply,
+            self.create_object(req, &parent, &name, Op::symlink, |d, n| sys::symlink_at(
+                &target, d, n
+            ))
+        );
+        self.entry(reply, &inode, &st);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::unlink);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        let (_, _, dir) = tri!(t, reply, ov.writable_child(&parent, &name, Op::unlink));
+        let r = tri!(t, reply, ov.resolve(&parent, &name)).ok_or(Errno::ENOENT);
+        let r = tri!(t, reply, r);
+        if r.upper.is_some() {
+            tri!(t, reply, sys::unlink_at(dir.as_fd(), &name, 0).map_err(err));
+        }
+        if r.lower.is_some() {
+            tri!(
+                t,
+                reply,
+                copy_up::make_whiteout(dir.as_fd(), &name).map_err(err)
+            );
+        }
+        reply.ok();
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::rmdir);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        let (_, _, dir) = tri!(t, reply, ov.writable_child(&parent, &name, Op::rmdir));
+        let (inode, _) = tri!(
+            t,
+            reply,
+            tri!(t, reply, ov.do_lookup(&parent, &name)).ok_or(Errno::ENOENT)
+        );
+        let result = (|| {
+            if !inode.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            if !ov.is_empty_dir(&inode)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+            let b = inode.backing.read();
+            if let Some(u) = &b.upper {
+                ov.remove_upper_dir(dir.as_fd(), &name, u.as_fd())?;
+            }
+            if b.lower.is_some() {
+                copy_up::make_whiteout(dir.as_fd(), &name).map_err(err)?;
+            }
+            Ok(())
+        })();
+        ov.inodes.forget(inode.nodeid, 1);
+        tri!(t, reply, result);
+        reply.ok();
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::rename);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let newparent = tri!(t, reply, ov.inode(newparent));
+        let name = tri!(t, reply, name_cstr(name));
+        let newname = tri!(t, reply, name_cstr(newname));
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            t.failed = true;
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let (src_store, _, src_dir) = tri!(t, reply, ov.writable_child(&parent, &name, Op::rename));
+        let (dst_store, _, dst_dir) = tri!(
+            t,
+            reply,
+            ov.writable_child(&newparent, &newname, Op::rename)
+        );
+        let (src, _) = tri!(
+            t,
+            reply,
+            tri!(t, reply, ov.do_lookup(&parent, &name)).ok_or(Errno::ENOENT)
+        );
+        let result = (|| -> Result<(), Errno> {
+            let dst = ov.do_lookup(&newparent, &newname)?;
+            let mut dst_inode = None;
+            if let Some((d, _)) = dst {
+                dst_inode = Some(d.clone());
+                if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                    return Err(Errno::EEXIST);
+                }
+                if Arc::ptr_eq(&d, &src) {
+                    return Ok(()); // same object: rename(2) does nothing
+                }
+                if d.is_dir() {
+                    if !src.is_dir() {
+                        return Err(Errno::EISDIR);
+                    }
+                    if !ov.is_empty_dir(&d)? {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                    if d.lower().is_some() {
+                        return Err(Errno::EXDEV); // would need an opaque directory
+                    }
+                    if let Some(u) = d.upper() {
+                        // Drop its whiteouts so rename(2) sees an empty directory.
+                        for (n, _, _) in sys::read_dir(u.as_fd()).map_err(err)? {
+                            let c = CString::new(n).map_err(|_| Errno::EIO)?;
+                            let _ = sys::unlink_at(u.as_fd(), &c, 0);
+                        }
+                    }
+                } else if src.is_dir() {
+                    return Err(Errno::ENOTDIR);
+                }
+            }
+            if src.is_dir() && src.lower().is_some() {
+                // Like overlayfs without redirect_dir: mv falls back to copy + delete.
+                return Err(Errno::EXDEV);
+            }
+            let had_lower = src.lower().is_some()
+                || src.is_copied_up()
+                    && ov
+                        .resolve(&parent, &name)?
+                        .is_some_and(|r| r.lower.is_some());
+            let upper = ov.copy_up(&src)?;
+            if src_store == dst_store {
+                sys::rename_at(src_dir.as_fd(), &name, dst_dir.as_fd(), &newname, 0)
+                    .map_err(err)?;
+            } else if src.kind == libc::S_IFREG {
+                // Different stores are different filesystems: copy, sync, then swap in, so
+                // the target is replaced atomically (sed -i from a scratch file onto a
+                // persistent entry).
+                let st = sys::fstat(upper.as_fd()).map_err(err)?;
+                let fd = copy_up::copy_object(upper.as_fd(), &st, dst_dir.as_fd(), &newname)
+                    .map_err(err)?;
+                drop(fd);
+                sys::unlink_at(src_dir.as_fd(), &name, 0).map_err(err)?;
+            } else {
+                return Err(Errno::EXDEV);
+            }
+            if had_lower {
+                copy_up::make_whiteout(src_dir.as_fd(), &name).map_err(err)?;
+            }
+            // The moved inode now lives at its new place.
+            if src_store == dst_store {
+                let mut loc = src.loc.lock();
+                loc.parent = Some(newparent.clone());
+                loc.name = newname.clone();
+            }
+            if let Some(d) = dst_inode {
+                ov.inodes.forget(d.nodeid, 1);
+            }
+            Ok(())
+        })();
+        ov.inodes.forget(src.nodeid, 1);
+        tri!(t, reply, result);
+        reply.ok();
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::link);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let newparent = tri!(t, reply, ov.inode(newparent));
+        let newname = tri!(t, reply, name_cstr(newname));
+        let (store, _, dir) = tri!(t, reply, ov.writable_child(&newparent, &newname, Op::link));
+        if inode.area.store() != Some(store) {
+            t.failed = true;
+            reply.error(if inode.area.store().is_none() {
+                Errno::EXDEV
+            } else {
+                Errno::EXDEV
+            });
+            return;
+        }
+        if tri!(t, reply, ov.resolve(&newparent, &newname)).is_some() {
+            t.failed = true;
+            reply.error(Errno::EEXIST);
+            return;
+        }
+        let upper = tri!(t, reply, ov.copy_up(&inode));
+        let whiteout =
+            matches!(sys::stat_at(dir.as_fd(), &newname), Ok(st) if sys::is_whiteout(&st));
+        if whiteout {
+            tri!(
+                t,
+                reply,
+                sys::unlink_at(dir.as_fd(), &newname, 0).map_err(err)
+            );
+        }
+        tri!(
+            t,
+            reply,
+            sys::link_fd(upper.as_fd(), dir.as_fd(), &newname).map_err(err)
+        );
+        let (inode, st) = tri!(
+            t,
+            reply,
+            tri!(t, reply, ov.do_lookup(&newparent, &newname)).ok_or(Errno::EIO)
+        );
+        self.entry(reply, &inode, &st);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::open);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let (fd, durable) = tri!(t, reply, ov.open_file(&inode, flags.0));
+        let fh = ov.new_handle();
+        let backing = ov.backing_for(&inode, &fd, |f| reply.open_backing(f.as_fd()));
+        let mut fopen = FopenFlags::empty();
+        if backing.is_none()
+            && inode
+                .passthrough
+                .lock()
+                .as_ref()
+                .is_some_and(|(w, _)| w.strong_count() > 0)
+        {
+            // Another backing file is in passthrough use for this inode: this open must
+            // not use the page cache (kernel rule), so it goes through us uncached.
+            fopen |= FopenFlags::FOPEN_DIRECT_IO;
+            ov.stats.direct_opens.fetch_add(1, Ordering::Relaxed);
+        } else if backing.is_none() {
+            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        let file = Arc::new(OpenFile {
+            fd,
+            inode: inode.clone(),
+            _backing: backing.clone(),
+            durable_write: durable,
+        });
+        ov.files.lock().insert(fh, file);
+        match backing {
+            Some(b) => {
+                ov.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(fh), fopen, &b)
+            }
+            None => reply.opened(FileHandle(fh), fopen),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::read);
+        let f = tri!(t, reply, ov.file(fh));
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match sys::pread(f.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    t.failed = true;
+                    reply.error(err(e));
+                    return;
+                }
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::write);
+        let f = tri!(t, reply, ov.file(fh));
+        let n = tri!(
+            t,
+            reply,
+            sys::pwrite(f.fd.as_fd(), data, offset).map_err(err)
+        );
+        reply.written(n as u32);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::flush);
+        let f = tri!(t, reply, ov.file(fh));
+        if f.durable_write {
+            // Persistent data reaches the store before close(2) returns.
+            tri!(t, reply, sys::fsync(f.fd.as_fd(), true).map_err(err));
+        }
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _t = self.0.stats.time(Op::release);
+        let f = self.0.files.lock().remove(&fh.0);
+        drop(f);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::fsync);
+        let f = tri!(t, reply, ov.file(fh));
+        tri!(t, reply, sys::fsync(f.fd.as_fd(), datasync).map_err(err));
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::opendir);
+        let inode = tri!(t, reply, ov.inode(ino));
+        if !inode.is_dir() {
+            t.failed = true;
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        let entries = tri!(t, reply, ov.list_dir(&inode));
+        let fh = ov.new_handle();
+        ov.dirs.lock().insert(fh, Arc::new(OpenDir { entries }));
+        // The kernel may keep the listing cached across opens: every change to a directory
+        // goes through us (the kernel then drops its copy) or comes with an image update
+        // (we invalidate).
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::readdir);
+        let d = tri!(
+            t,
+            reply,
+            ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+        );
+        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(e.ino),
+                (i + 1) as u64,
+                e.kind,
+                OsStr::from_bytes(e.name.to_bytes()),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::readdirplus);
+        let dir = tri!(t, reply, ov.inode(ino));
+        let d = tri!(
+            t,
+            reply,
+            ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+        );
+        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+            let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
+                continue; // vanished since opendir
+            };
+            let attr = ov.attr(&inode, &st);
+            if reply.add(
+                INodeNo(inode.nodeid),
+                (i + 1) as u64,
+                OsStr::from_bytes(e.name.to_bytes()),
+                &ov.opts.ttl,
+                &attr,
+                Generation(0),
+            ) {
+                ov.inodes.forget(inode.nodeid, 1); // not sent: the kernel holds no reference
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let _t = self.0.stats.time(Op::releasedir);
+        self.0.dirs.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::fsync);
+        let inode = tri!(t, reply, ov.inode(ino));
+        if let Some(u) = inode.upper() {
+            let fd = tri!(
+                t,
+                reply,
+                sys::reopen(u.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(err)
+            );
+            tri!(t, reply, sys::fsync(fd.as_fd(), datasync).map_err(err));
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::statfs);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let root = match inode.area.store() {
+            Some(s) => ov.layers.store(s).unwrap_or(ov.layers.image()),
+            None => ov.layers.image(),
+        };
+        let fd = tri!(
+            t,
+            reply,
+            sys::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY).map_err(err)
+        );
+        let s = tri!(
+            t,
+            reply,
+            nix::sys::statvfs::fstatvfs(fd.as_fd()).map_err(|e| errno(e as i32))
+        );
+        reply.statfs(
+            s.blocks(),
+            s.blocks_free(),
+            s.blocks_available(),
+            s.files(),
+            s.files_free(),
+            s.block_size() as u32,
+            s.name_max() as u32,
+            s.fragment_size() as u32,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::setxattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let upper = tri!(t, reply, ov.writable(&inode, Op::setxattr));
+        let name = tri!(t, reply, sys::cstr(name).map_err(err));
+        tri!(
+            t,
+            reply,
+            sys::set_xattr(upper.as_fd(), &name, value, flags).map_err(err)
+        );
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::getxattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let name = tri!(t, reply, sys::cstr(name).map_err(err));
+        let value = tri!(t, reply, sys::get_xattr(fd.as_fd(), &name).map_err(err));
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if value.len() > size as usize {
+            t.failed = true;
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&value);
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::listxattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let list = tri!(t, reply, sys::list_xattrs(fd.as_fd()).map_err(err));
+        if size == 0 {
+            reply.size(list.len() as u32);
+        } else if list.len() > size as usize {
+            t.failed = true;
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&list);
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::removexattr);
+        let inode = tri!(t, reply, ov.inode(ino));
+        let upper = tri!(t, reply, ov.writable(&inode, Op::removexattr));
+        let name = tri!(t, reply, sys::cstr(name).map_err(err));
+        tri!(
+            t,
+            reply,
+            sys::remove_xattr(upper.as_fd(), &name).map_err(err)
+        );
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks modes itself; this only confirms the
+        // inode exists.
+        match self.0.inode(ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::create);
+        let parent = tri!(t, reply, ov.inode(parent));
+        let name = tri!(t, reply, name_cstr(name));
+        let mode = mode & !umask & 0o7777;
+        let (inode, st) = tri!(
+            t,
+            reply,
+            self.create_object(req, &parent, &name, Op::create, |d, n| {
+                sys::create_at(d, n, libc::O_WRONLY | libc::O_EXCL, mode).map(drop)
+            })
+        );
+        let upper = tri!(t, reply, inode.upper().ok_or(Errno::EIO));
+        let fd = tri!(
+            t,
+            reply,
+            sys::reopen(upper.as_fd(), Overlay::open_flags(flags) & !libc::O_TRUNC).map_err(err)
+        );
+        let durable = inode.area.store().is_some_and(|s| s.is_durable());
+        let fh = ov.new_handle();
+        let backing = ov.backing_for(&inode, &fd, |f| reply.open_backing(f.as_fd()));
+        let file = Arc::new(OpenFile {
+            fd,
+            inode: inode.clone(),
+            _backing: backing.clone(),
+            durable_write: durable,
+        });
+        ov.files.lock().insert(fh, file);
+        let attr = ov.attr(&inode, &st);
+        match backing {
+            Some(b) => {
+                ov.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.created_passthrough(
+                    &ov.opts.ttl,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    &b,
+                )
+            }
+            None => reply.created(
+                &ov.opts.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::fallocate);
+        let f = tri!(t, reply, ov.file(fh));
+        let r = unsafe {
+            libc::fallocate(
+                f.fd.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if r < 0 {
+            t.failed = true;
+            reply.error(err(io::Error::last_os_error()));
+            return;
+        }
+        reply.ok();
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::lseek);
+        let f = tri!(t, reply, ov.file(fh));
+        let r = unsafe { libc::lseek(f.fd.as_raw_fd(), offset as libc::off_t, whence) };
+        if r < 0 {
+            t.failed = true;
+            reply.error(err(io::Error::last_os_error()));
+            return;
+        }
+        reply.offset(r as i64);
+    }
+}
+
+impl OpenFile {
+    #[allow(dead_code)]
+    fn inode(&self) -> &Inode {
+        &self.inode
+    }
+}

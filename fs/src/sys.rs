@@ -1,0 +1,447 @@
+//! Thin, safe wrappers over the Linux calls the filesystem is built on: `openat2` with
+//! `RESOLVE_BENEATH`, `fstatat` on `O_PATH` descriptors, per-thread fsuid/fsgid, xattrs.
+//!
+//! Every layer access goes through a directory descriptor and a single name (or a path
+//! resolved strictly beneath a layer root), never through an absolute path string, so a
+//! symlink in an image or litetree can never make the daemon touch anything outside it.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+pub type Stat = libc::stat;
+
+pub fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC)` for one path component.
+pub fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates a file with `openat(O_CREAT)`.
+pub fn create_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// Opens a relative multi-component path strictly beneath `root`, following no symlink at
+/// all (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`).
+/// An empty `rel` reopens `root` itself.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let path = if rel.is_empty() { "." } else { rel };
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow {
+        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        // A symlink on the way is simply "not here" for layer resolution.
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        return Err(e);
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Opens a directory given by an absolute or relative path as an `O_PATH` descriptor
+/// (layer roots, given by the admin on the command line).
+pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str())?;
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstatat(fd, "", AT_EMPTY_PATH)`: works on `O_PATH` descriptors, symlinks included.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<Stat>::zeroed();
+    check(unsafe {
+        libc::fstatat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<Stat>::zeroed();
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// `readlink` of an `O_PATH|O_NOFOLLOW` descriptor of a symlink.
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    readlink_at(fd, c"")
+}
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: libc::mode_t,
+    rdev: libc::dev_t,
+) -> io::Result<()> {
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+pub fn rename_at(
+    olddir: BorrowedFd<'_>,
+    old: &CStr,
+    newdir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Hard link of an `O_PATH` descriptor (`linkat(fd, "", ..., AT_EMPTY_PATH)`).
+pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    check(unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// The `/proc/self/fd/N` path of a descriptor: how `O_PATH` descriptors are reopened and
+/// chmod/utimens/xattr'd (the descriptor is ours; no path from a layer is involved).
+pub fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    // A formatted integer never holds a NUL byte.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// Reopens an `O_PATH` descriptor with real access flags.
+pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = proc_path(fd);
+    let fd = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            (flags | libc::O_CLOEXEC) & !libc::O_NOFOLLOW & !libc::O_CREAT,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+    let p = proc_path(fd);
+    check(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
+}
+
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets times on an `O_PATH` descriptor; symlinks included (`utimensat(fd, "", AT_EMPTY_PATH)`
+/// is refused by the kernel, so the proc path is used, which does not follow the link).
+pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    let p = proc_path(fd);
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+}
+
+pub fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let p = proc_path(fd);
+    loop {
+        let n = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; n as usize];
+        if n == 0 {
+            return Ok(buf);
+        }
+        let m = unsafe {
+            libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
+        };
+        if m < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue; // grew in between
+            }
+            return Err(e);
+        }
+        buf.truncate(m as usize);
+        return Ok(buf);
+    }
+}
+
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let p = proc_path(fd);
+    loop {
+        let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; n as usize];
+        if n == 0 {
+            return Ok(buf);
+        }
+        let m = unsafe {
+            libc::getxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if m < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(m as usize);
+        return Ok(buf);
+    }
+}
+
+pub fn set_xattr(
+    fd: BorrowedFd<'_>,
+    name: &CStr,
+    value: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let p = proc_path(fd);
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let p = proc_path(fd);
+    check(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// Reads a whole directory: `(name, d_type, d_ino)` for every entry but `.` and `..`.
+pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8, u64)>> {
+    let fd = open_at(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let mut d = nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let dtype = match entry.file_type() {
+            Some(nix::dir::Type::Fifo) => libc::DT_FIFO,
+            Some(nix::dir::Type::CharacterDevice) => libc::DT_CHR,
+            Some(nix::dir::Type::Directory) => libc::DT_DIR,
+            Some(nix::dir::Type::BlockDevice) => libc::DT_BLK,
+            Some(nix::dir::Type::File) => libc::DT_REG,
+            Some(nix::dir::Type::Symlink) => libc::DT_LNK,
+            Some(nix::dir::Type::Socket) => libc::DT_SOCK,
+            None => libc::DT_UNKNOWN,
+        };
+        out.push((name.to_vec(), dtype, entry.ino()));
+    }
+    Ok(out)
+}
+
+/// Runs `f` with this thread's filesystem uid/gid set to the caller's, so that files the
+/// daemon creates get the right owner and setgid-directory inheritance from the kernel.
+/// (fsuid is per thread on Linux; the request threads never share one mid-request.)
+pub fn as_caller<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe {
+                libc::syscall(libc::SYS_setfsgid, 0);
+                libc::syscall(libc::SYS_setfsuid, 0);
+            }
+        }
+    }
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    let _restore = Restore;
+    f()
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+    .map(drop)
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
+    let n = unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Duplicates a descriptor (for handing one to a consumer that takes ownership).
+pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// The file-type bits of a mode.
+pub fn file_type(mode: libc::mode_t) -> libc::mode_t {
+    mode & libc::S_IFMT
+}
+
+/// True for an overlay whiteout: a character device with device number 0:0.
+pub fn is_whiteout(st: &Stat) -> bool {
+    file_type(st.st_mode) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+pub fn borrowed(fd: &impl AsFd) -> BorrowedFd<'_> {
+    fd.as_fd()
+}

@@ -1,0 +1,208 @@
+//! The control socket `litectl` talks to: one JSON request per line, one JSON answer per
+//! line. Requests: `{"cmd":"status"}`, `{"cmd":"which","path":"/etc/motd"}`, `layers`,
+//! `diff`, `denied`, `stats`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use statelite_fs::copy_up::is_internal_name;
+use statelite_fs::layers::{STATELITE_DIR, StoreKind};
+use statelite_fs::overlay::Overlay;
+use statelite_fs::sys;
+
+#[derive(Debug, Deserialize)]
+struct Request {
+    cmd: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Change {
+    path: String,
+    store: &'static str,
+    /// "added" (not in the image), "modified" (copied up), "deleted" (whiteout).
+    change: &'static str,
+}
+
+/// Starts serving on `path` in a background thread.
+pub fn serve(path: PathBuf, ov: Arc<Overlay>) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let ov = ov.clone();
+                // One short-lived thread per client: litectl sends one request and leaves.
+                let _ = std::thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || handle(stream, &ov));
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(stream: UnixStream, ov: &Overlay) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half.take(64 * 1024));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => answer(ov, &req),
+        Err(e) => json!({"error": format!("bad request: {e}")}),
+    };
+    let mut w = stream;
+    let _ = writeln!(w, "{answer}");
+}
+
+use std::io::Read;
+
+fn answer(ov: &Overlay, req: &Request) -> Value {
+    match req.cmd.as_str() {
+        "status" => status(ov),
+        "which" => match &req.path {
+            Some(p) => match ov.which(p) {
+                Ok(info) => serde_json::to_value(info).unwrap_or(Value::Null),
+                Err(e) => {
+                    json!({"error": format!("{p}: {}", std::io::Error::from_raw_os_error(e.code()))})
+                }
+            },
+            None => json!({"error": "which needs a path"}),
+        },
+        "layers" => layers(ov),
+        "diff" => json!({"changes": diff(ov)}),
+        "denied" => {
+            let list: Vec<Value> = ov
+                .denied
+                .snapshot()
+                .into_iter()
+                .map(|d| {
+                    let suggestion = format!("\"ALL\",\"{}{}\",\"tmpfs\",,", d.path, if d.is_dir { "/" } else { "" });
+                    json!({"path": d.path, "op": d.op, "count": d.count, "suggested_litefile_row": suggestion})
+                })
+                .collect();
+            json!({"denied": list})
+        }
+        "stats" => serde_json::to_value(ov.stats.snapshot()).unwrap_or(Value::Null),
+        other => json!({"error": format!("unknown command {other:?}")}),
+    }
+}
+
+fn status(ov: &Overlay) -> Value {
+    let l = &ov.layers;
+    json!({
+        "mode": "fuse",
+        "image": l.paths.image,
+        "image_name": ov.rules().image(),
+        "liteimg_image": l.is_liteimg(),
+        "rules": ov.rules().rules().len(),
+        "passthrough": ov.passthrough_active(),
+        "inodes": ov.inodes().len(),
+        "generation": statelite_fs::mount::read_generation(l),
+        "degraded": l.store(StoreKind::Persistent).is_none(),
+        "persistent": l.paths.state,
+    })
+}
+
+fn layers(ov: &Overlay) -> Value {
+    let l = &ov.layers;
+    let mut v = vec![json!({"layer": "image", "path": l.paths.image, "writable": false})];
+    for (i, t) in l.paths.trees.iter().enumerate() {
+        v.push(json!({"layer": format!("litetree[{}]", i + 1), "path": t, "writable": false}));
+    }
+    v.push(json!({"layer": "volatile", "path": l.paths.volatile, "writable": true}));
+    v.push(
+        json!({"layer": "persistent", "path": l.paths.state, "writable": l.paths.state.is_some()}),
+    );
+    if let Some(p) = &l.paths.localdisk {
+        v.push(json!({"layer": "localdisk", "path": p, "writable": true}));
+    }
+    json!({"layers": v})
+}
+
+/// Every path in the stores, classified against the image and litetree origins.
+fn diff(ov: &Overlay) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (kind, name) in [
+        (StoreKind::Volatile, "volatile"),
+        (StoreKind::Persistent, "persistent"),
+        (StoreKind::LocalDisk, "localdisk"),
+    ] {
+        if let Some(root) = ov.layers.store(kind) {
+            walk(ov, root, Path::new(""), name, &mut out, 0);
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+fn walk(
+    ov: &Overlay,
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    store: &'static str,
+    out: &mut Vec<Change>,
+    depth: usize,
+) {
+    if depth > 256 {
+        return;
+    }
+    let Ok(entries) = sys::read_dir(dir) else {
+        return;
+    };
+    for (name, dtype, _) in entries {
+        if is_internal_name(&name) || (depth == 0 && name == STATELITE_DIR.as_bytes()) {
+            continue;
+        }
+        let Ok(c) = std::ffi::CString::new(name.clone()) else {
+            continue;
+        };
+        let child_rel =
+            rel.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name));
+        let path = format!("/{}", child_rel.display());
+        let Ok(st) = sys::stat_at(dir, &c) else {
+            continue;
+        };
+        if sys::is_whiteout(&st) {
+            out.push(Change {
+                path,
+                store,
+                change: "deleted",
+            });
+            continue;
+        }
+        let in_origin = ov.layers.origin(&child_rel.to_string_lossy()).is_some();
+        let is_dir = dtype == libc::DT_DIR || sys::file_type(st.st_mode) == libc::S_IFDIR;
+        if is_dir {
+            // A directory mirrored only to hold changed entries is not itself a change.
+            if !in_origin {
+                out.push(Change {
+                    path,
+                    store,
+                    change: "added",
+                });
+            }
+            if let Ok(fd) = sys::open_at(dir, &c, libc::O_PATH | libc::O_DIRECTORY) {
+                walk(ov, fd.as_fd(), &child_rel, store, out, depth + 1);
+            }
+        } else {
+            out.push(Change {
+                path,
+                store,
+                change: if in_origin { "modified" } else { "added" },
+            });
+        }
+    }
+}

@@ -794,23 +794,20 @@ impl Run<'_> {
                 self.remove_tmpfs_link(rel)?;
             }
             Layout::LinkChild => {
-                if e.created {
-                    if let Ok(dparent) = self.dir(&format!("{DEFAULT_DIR}/{parent}")) {
-                        if safe_fs::is_empty_entry(dparent.as_fd(), name)
-                            .map_err(io_at(rel, "inspect"))?
-                        {
-                            safe_fs::remove_tree(dparent.as_fd(), name)
-                                .map_err(io_at(rel, "remove"))?;
-                        }
-                    }
+                if e.created
+                    && let Ok(dparent) = self.dir(&format!("{DEFAULT_DIR}/{parent}"))
+                    && safe_fs::is_empty_entry(dparent.as_fd(), name)
+                        .map_err(io_at(rel, "inspect"))?
+                {
+                    safe_fs::remove_tree(dparent.as_fd(), name).map_err(io_at(rel, "remove"))?;
                 }
             }
             Layout::Copy | Layout::CopyChild => {
-                if e.layout == Layout::Copy {
-                    if let Ok(dparent) = self.dir(&format!("{DEFAULT_DIR}/{parent}")) {
-                        safe_fs::remove_tree(dparent.as_fd(), name)
-                            .map_err(io_at(rel, "remove the .default copy"))?;
-                    }
+                if e.layout == Layout::Copy
+                    && let Ok(dparent) = self.dir(&format!("{DEFAULT_DIR}/{parent}"))
+                {
+                    safe_fs::remove_tree(dparent.as_fd(), name)
+                        .map_err(io_at(rel, "remove the .default copy"))?;
                 }
                 if e.created {
                     let dir = self.dir(parent)?;

@@ -397,17 +397,18 @@ pub fn copy_tree(
         }
     }
     let key = (st.st_dev, st.st_ino);
-    if kind != Kind::Dir && st.st_nlink > 1 {
-        if let Some((link_dir, link_name)) = links.seen.get(&key) {
-            return linkat(
-                link_dir.as_fd(),
-                link_name.as_os_str(),
-                dst,
-                dst_name,
-                AtFlags::empty(),
-            )
-            .map_err(io_err);
-        }
+    if kind != Kind::Dir
+        && st.st_nlink > 1
+        && let Some((link_dir, link_name)) = links.seen.get(&key)
+    {
+        return linkat(
+            link_dir.as_fd(),
+            link_name.as_os_str(),
+            dst,
+            dst_name,
+            AtFlags::empty(),
+        )
+        .map_err(io_err);
     }
     let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
     match kind {

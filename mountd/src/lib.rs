@@ -1,0 +1,3 @@
+//! Library side of the node daemon, shared by `statelite-mountd` and the integration tests.
+
+pub mod symlink_mode;

@@ -87,6 +87,8 @@ impl NodeIndex {
         let mut include: BTreeSet<NaturalName> = BTreeSet::new();
         let mut exclude: HashSet<String> = HashSet::new();
         let mut unknown: Vec<String> = Vec::new();
+        // Ranges are capped as a whole too: many large ranges in one noderange add up.
+        let mut generated: u64 = 0;
         for element in elements {
             let (excluding, body) = match element.strip_prefix('-') {
                 Some(rest) => (true, rest),
@@ -96,7 +98,15 @@ impl NodeIndex {
                 return Err(NodeRangeError::EmptyElement(noderange.to_string()));
             }
             let mut found = Vec::new();
-            for name in self.names_of(body)? {
+            let names = self.names_of(body)?;
+            generated += names.len() as u64;
+            if generated > MAX_RANGE {
+                return Err(NodeRangeError::TooLarge {
+                    element: noderange.to_string(),
+                    count: generated,
+                });
+            }
+            for name in names {
                 if self.is_node(&name) {
                     found.push(name);
                 } else if let Some(members) = self.group_members(&name) {
@@ -640,6 +650,10 @@ mod tests {
             NodeRangeError::TooLarge { .. }
         ));
         assert!(matches!(err("n1+100000"), NodeRangeError::TooLarge { .. }));
+        assert!(matches!(
+            err("n[1-60000],m[1-60000]"),
+            NodeRangeError::TooLarge { count: 120000, .. }
+        ));
         assert!(matches!(err("n[a-b]"), NodeRangeError::BadRange { .. }));
         assert!(matches!(err("n[1,,2]"), NodeRangeError::BadRange { .. }));
         assert!(matches!(err("n[x]"), NodeRangeError::BadRange { .. }));

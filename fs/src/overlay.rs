@@ -683,6 +683,14 @@ impl Overlay {
         op: Op,
     ) -> Result<(StoreKind, Area, Arc<OwnedFd>), Errno> {
         let (area, _) = self.child_area(parent, name);
+        // A scratch name is writable only while the image has nothing by that name: the
+        // image's own entries in that directory stay locked.
+        if let Area::Store { rule: None, .. } = area
+            && parent.area.store().is_none()
+            && self.lower_child(parent, name)?.is_some()
+        {
+            return Err(self.deny(parent, Some(name), op));
+        }
         match area {
             Area::Store { store, .. } => {
                 let dir = self.upper_dir(parent, store)?;
@@ -1192,12 +1200,11 @@ impl Filesystem for StateliteFs {
                 t.failed = true;
                 // Cache the miss. In writable areas every creation goes through us; in
                 // read-only areas the name is remembered for invalidation on image update.
-                let (area, _) = ov.child_area(&parent, &name);
-                if area.store().is_none() {
+                if parent.area.store().is_none() {
+                    let key = (parent.nodeid, name.clone());
                     let mut negs = ov.negatives.lock();
-                    if let Some((old, ())) = negs.push((parent.nodeid, name.clone()), ())
-                        && old.0 != parent.nodeid | 0
-                        && old.1 != name
+                    if let Some((old, ())) = negs.push(key.clone(), ())
+                        && old != key
                     {
                         let _ = ov.inval_tx.send(old);
                     }
@@ -1470,6 +1477,11 @@ impl Filesystem for StateliteFs {
             tri!(t, reply, ov.do_lookup(&parent, &name)).ok_or(Errno::ENOENT)
         );
         let result = (|| -> Result<(), Errno> {
+            let scratch_file =
+                src.kind == libc::S_IFREG && matches!(src.area, Area::Store { rule: None, .. });
+            if src_store != dst_store && !scratch_file {
+                return Err(Errno::EXDEV);
+            }
             let dst = ov.do_lookup(&newparent, &newname)?;
             let mut dst_inode = None;
             if let Some((d, _)) = dst {
@@ -1514,10 +1526,10 @@ impl Filesystem for StateliteFs {
             if src_store == dst_store {
                 sys::rename_at(src_dir.as_fd(), &name, dst_dir.as_fd(), &newname, 0)
                     .map_err(err)?;
-            } else if src.kind == libc::S_IFREG {
-                // Different stores are different filesystems: copy, sync, then swap in, so
-                // the target is replaced atomically (sed -i from a scratch file onto a
-                // persistent entry).
+            } else if scratch_file {
+                // A scratch file (sed -i's temporary next to a file entry) onto an entry
+                // in another store: copy, sync, then rename into place, so the target is
+                // replaced atomically. Any other rename across stores is EXDEV (SPEC §3).
                 let st = sys::fstat(upper.as_fd()).map_err(err)?;
                 let fd = copy_up::copy_object(upper.as_fd(), &st, dst_dir.as_fd(), &newname)
                     .map_err(err)?;

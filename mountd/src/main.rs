@@ -15,6 +15,8 @@ use statelite_fs::rules::{RuleSet, read_litefile};
 
 mod control;
 
+use statelite_mountd::symlink_mode::{self, SymlinkConfig};
+
 #[derive(Parser)]
 #[command(
     name = "statelite-mountd",
@@ -41,6 +43,11 @@ enum Command {
         after_help = "Example:\n  statelite-mountd mount --image /install/netboot/rh/x86_64/compute/rootimg \\\n    --litefile litefile.csv --image-name rhels-x86_64-statelite-compute \\\n    --tree /srv/litetree/n01 --volatile /run/sl/tmpfs --state /srv/state/n01 /mnt/n01\n\nUnmount with: umount MOUNTPOINT"
     )]
     Mount(MountArgs),
+    /// Unmount a statelite root (either mode), with everything mounted below it.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -82,6 +89,10 @@ struct MountArgs {
     /// Seconds between image generation checks.
     #[arg(long, default_value_t = 2.0)]
     generation_interval: f64,
+    /// Log file for the daemon once it is in the background (default: discard; the
+    /// foreground logs to stderr).
+    #[arg(long)]
+    log: Option<PathBuf>,
     /// Do not use FUSE passthrough even if the kernel offers it.
     #[arg(long)]
     no_passthrough: bool,
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => run_mount(args),
+        Command::Umount { mountpoint } => run_umount(&mountpoint),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +138,48 @@ fn load_rules(args: &MountArgs) -> Result<RuleSet, String> {
     Ok(rules)
 }
 
+/// Symlink mode: the xCAT-style root is a set of kernel mounts; nothing stays running.
+fn run_symlink(args: &MountArgs) -> Result<(), String> {
+    let rules = load_rules(args)?;
+    let cfg = SymlinkConfig {
+        image: args.image.clone(),
+        rules,
+        trees: args.trees.clone(),
+        state: state_dir(args),
+        localdisk: args.localdisk.clone(),
+        mountpoint: args.mountpoint.clone(),
+    };
+    let m = symlink_mode::setup(&cfg).map_err(|e| e.to_string())?;
+    for p in &m.problems {
+        eprintln!("statelite-mountd: warning: {p}");
+    }
+    if m.degraded {
+        eprintln!("statelite-mountd: degraded: persistent entries are read-only");
+    }
+    Ok(())
+}
+
+fn run_umount(mountpoint: &std::path::Path) -> Result<(), String> {
+    let is_fuse = std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .is_some_and(|m| {
+            let want =
+                std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+            m.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                let (src, mp, ty) = (f.next(), f.next(), f.next());
+                mp == Some(&*want.to_string_lossy())
+                    && src == Some("statelite")
+                    && ty.is_some_and(|t| t.starts_with("fuse"))
+            })
+        });
+    if is_fuse {
+        mount::unmount(mountpoint).map_err(|e| format!("umount {}: {e}", mountpoint.display()))
+    } else {
+        symlink_mode::teardown(mountpoint).map_err(|e| e.to_string())
+    }
+}
+
 fn state_dir(args: &MountArgs) -> Option<PathBuf> {
     match &args.state {
         Some(p) if p.is_dir() => Some(p.clone()),
@@ -145,7 +199,7 @@ fn state_dir(args: &MountArgs) -> Option<PathBuf> {
 
 fn run_mount(args: MountArgs) -> Result<(), String> {
     if args.mode == Mode::Symlink {
-        return Err("symlink mode is not wired into this build yet".into());
+        return run_symlink(&args);
     }
     let rules = Arc::new(load_rules(&args)?);
     let cfg = MountConfig {
@@ -187,6 +241,9 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     }
     tracing::info!(mountpoint = %args.mountpoint.display(), passthrough_wanted = !args.no_passthrough, "statelite root mounted");
     if let Some(fd) = ready {
+        // Let go of the caller's stderr (a caller capturing our output would otherwise
+        // wait for the daemon to exit) before reporting ready.
+        detach_stderr(args.log.as_deref());
         let _ = nix::unistd::write(&fd, b"ok");
         drop(fd);
     }
@@ -242,6 +299,21 @@ fn daemonize() -> Result<OwnedFd, String> {
                 }
             }
             Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(w)) })
+        }
+    }
+}
+
+fn detach_stderr(log: Option<&std::path::Path>) {
+    let target = match log {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p),
+        None => std::fs::OpenOptions::new().write(true).open("/dev/null"),
+    };
+    if let Ok(f) = target {
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 2);
         }
     }
 }

@@ -8,5 +8,6 @@
 pub mod cmd_lite;
 pub mod cmd_tables;
 pub mod db;
+pub mod liteimg;
 pub mod noderange;
 pub mod vars;

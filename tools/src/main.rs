@@ -20,7 +20,12 @@ use statelite_tools::{cmd_lite, cmd_tables};
 )]
 struct Cli {
     /// Directory holding the table files (litefile.csv, litetree.csv, ...).
-    #[arg(long, global = true, env = "STATELITE_TABLES", default_value = "/etc/statelite/tables")]
+    #[arg(
+        long,
+        global = true,
+        env = "STATELITE_TABLES",
+        default_value = "/etc/statelite/tables"
+    )]
     tables: std::path::PathBuf,
 
     #[command(subcommand)]
@@ -45,6 +50,8 @@ enum Command {
     Ilitefile(cmd_lite::IlitefileArgs),
     /// Summarise statelite for nodes: image, state directory, litefile, litetree.
     Lslite(cmd_lite::LsliteArgs),
+    /// Rewrite an image for symlink mode (xCAT liteimg): link/copy the litefile entries.
+    Liteimg(statelite_tools::liteimg::LiteimgArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
         Command::Litetree(args) => args.run(tables).map_err(|e| e.to_string()),
         Command::Ilitefile(args) => args.run(tables).map_err(|e| e.to_string()),
         Command::Lslite(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Liteimg(args) => {
+            statelite_tools::liteimg::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,207 @@
+//! A real statelite mount for tests: a temporary image, litetree source, stores and mount
+//! point, served by the real `statelite-mountd` binary; unmounted on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace's target directory for the profile these tests were built with.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    BUILT.get_or_init(|| {
+        // Make sure the binaries under test are current (cheap when they are).
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "statelite-mountd",
+            "-p",
+            "statelite-tools",
+            "--bins",
+        ]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let st = cmd.status().expect("cargo build");
+        assert!(st.success(), "building the binaries under test failed");
+    });
+    dir.join(name)
+}
+
+pub fn write(path: &Path, data: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// A mounted statelite root over temporary layers.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub extra_args: Vec<String>,
+    mounted: bool,
+}
+
+impl Fixture {
+    /// Builds layers under a temp dir: `img/`, `tree1/`, `tree2/`, `vol/`, `state/`,
+    /// `local/`, `mnt/`, and writes `litefile` as `litefile.csv`.
+    pub fn new(litefile_rows: &str) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("statelite-test")
+            .tempdir_in("/tmp")
+            .unwrap();
+        for d in ["img", "tree1", "tree2", "vol", "state", "local", "mnt"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let text = format!("#image,file,options,comments,disable\n{litefile_rows}");
+        std::fs::write(dir.path().join("litefile.csv"), text).unwrap();
+        Fixture {
+            dir,
+            extra_args: Vec::new(),
+            mounted: false,
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    /// A path inside the mounted root.
+    pub fn m(&self, rel: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("mnt")
+            .join(rel.trim_start_matches('/'))
+    }
+    pub fn sock(&self) -> PathBuf {
+        self.p("control.sock")
+    }
+
+    pub fn mount(&mut self) {
+        let out = Command::new(bin("statelite-mountd"))
+            .arg("mount")
+            .arg("--image")
+            .arg(self.p("img"))
+            .arg("--litefile")
+            .arg(self.p("litefile.csv"))
+            .arg("--tree")
+            .arg(self.p("tree1"))
+            .arg("--tree")
+            .arg(self.p("tree2"))
+            .arg("--volatile")
+            .arg(self.p("vol"))
+            .arg("--state")
+            .arg(self.p("state"))
+            .arg("--localdisk")
+            .arg(self.p("local"))
+            .arg("--control")
+            .arg(self.sock())
+            .arg("--log")
+            .arg(self.p("daemon.log"))
+            .arg("--generation-interval")
+            .arg("0.2")
+            .args(&self.extra_args)
+            .arg(self.p("mnt"))
+            .env("STATELITE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        if self.mounted {
+            let st = Command::new("umount").arg(self.p("mnt")).status().unwrap();
+            assert!(st.success(), "umount failed");
+            self.mounted = false;
+            // The daemon exits once the kernel drops the connection.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Simulates a reboot: unmount, wipe the volatile store (a fresh tmpfs), mount.
+    pub fn reboot(&mut self) {
+        self.umount();
+        std::fs::remove_dir_all(self.p("vol")).unwrap();
+        std::fs::create_dir(self.p("vol")).unwrap();
+        self.mount();
+    }
+
+    /// One request to the control socket.
+    pub fn control(&self, req: &str) -> serde_json::Value {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.sock()).unwrap();
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Runs a shell command inside the mount directory; returns (status ok, stdout+stderr).
+    pub fn sh(&self, script: &str) -> (bool, String) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.p("mnt"))
+            .output()
+            .unwrap();
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), s)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(self.p("mnt")).status();
+        }
+    }
+}
+
+/// A snapshot of a directory tree (paths, types, modes, content / link targets) to prove
+/// a layer was not modified.
+pub fn snapshot(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let content = if md.file_type().is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if md.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((rel, md.mode(), content));
+        }
+    }
+    out.sort();
+    out
+}

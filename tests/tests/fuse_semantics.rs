@@ -1,0 +1,619 @@
+//! The merged statelite root, mounted for real and driven with real syscalls and programs.
+//! Needs root and /dev/fuse.
+
+mod fuse_common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use fuse_common::{Fixture, snapshot, write};
+
+const RULES: &str = r#""ALL","/etc/ntp.conf",,,
+"ALL","/etc/ssh/","tmpfs",,
+"ALL","/var/log/","rw",,
+"ALL","/tmp/","tmpfs,rw",,
+"ALL","/etc/motd","ro",,
+"ALL","/opt/site/","link,ro",,
+"ALL","/etc/hosts","con",,
+"ALL","/etc/profile.local","link,con",,
+"ALL","/etc/license","persistent",,
+"ALL","/var/lib/db/","persistent",,
+"ALL","/var/lib/rpm/","bind,persistent",,
+"ALL","/etc/machine.conf","link,persistent",,
+"ALL","/scratch/","localdisk",,
+"ALL","/var/cache/man/","bind",,
+"ALL","/etc/resolv.conf","link",,
+"ALL","/var/spool/","tmpfs",,
+"ALL","/var/spool/keep/","persistent",,
+"other-image","/usr/","tmpfs",,
+"#;
+
+fn image(fx: &Fixture) {
+    let i = |p: &str, c: &str| write(&fx.p(&format!("img/{p}")), c);
+    i("etc/ntp.conf", "server pool.ntp.org\n");
+    i("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+    i("etc/ssh/sshd_config", "PermitRootLogin no\n");
+    i("etc/ssh/ssh_host_key", "KEY\n");
+    i("var/log/messages", "boot\n");
+    i("tmp/.keep", "");
+    i("etc/motd", "image motd\n");
+    i("opt/site/README", "image site\n");
+    i("etc/hosts", "127.0.0.1 localhost\n");
+    i("etc/profile.local", "# image\n");
+    i("etc/license", "image license\n");
+    i("var/lib/db/data", "image db\n");
+    i("var/lib/rpm/Packages", "rpmdb\n");
+    i("etc/machine.conf", "machine=image\n");
+    i("var/cache/man/index", "man\n");
+    i("etc/resolv.conf", "nameserver 10.0.0.1\n");
+    i("var/spool/cron/root", "* * * * * true\n");
+    i("usr/bin/tool", "#!/bin/sh\necho tool\n");
+    fs::set_permissions(fx.p("img/usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(fx.p("img/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", fx.p("img/etc/abs-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/shadow", fx.p("img/etc/rel-link")).unwrap();
+    // litetree sources: tree1 has priority over tree2
+    write(&fx.p("tree1/etc/motd"), "tree1 motd\n");
+    write(&fx.p("tree2/etc/motd"), "tree2 motd\n");
+    write(&fx.p("tree2/etc/hosts"), "10.0.0.2 tree2\n");
+    write(&fx.p("tree1/etc/hosts"), "10.0.0.1 tree1\n");
+    write(&fx.p("tree2/etc/profile.local"), "# tree2\n");
+    write(&fx.p("tree2/etc/ntp.conf"), "server tree2\n");
+}
+
+fn mounted() -> Fixture {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    fx.mount();
+    fx
+}
+
+fn read(fx: &Fixture, p: &str) -> String {
+    fs::read_to_string(fx.m(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn every_option_behaves_as_specified() {
+    let fx = mounted();
+    let before_img = snapshot(&fx.p("img"));
+    let before_tree = snapshot(&fx.p("tree1"));
+
+    // tmpfs family (blank, tmpfs, rw, tmpfs,rw, link, bind): writable, from the first
+    // litetree hit else the image.
+    assert_eq!(
+        read(&fx, "etc/ntp.conf"),
+        "server tree2\n",
+        "litetree hit wins over the image"
+    );
+    assert_eq!(read(&fx, "etc/resolv.conf"), "nameserver 10.0.0.1\n");
+    for p in [
+        "etc/ntp.conf",
+        "etc/resolv.conf",
+        "etc/ssh/sshd_config",
+        "var/log/messages",
+        "var/cache/man/index",
+    ] {
+        let mut f = fs::OpenOptions::new().append(true).open(fx.m(p)).unwrap();
+        f.write_all(b"appended\n").unwrap();
+        drop(f);
+        assert!(read(&fx, p).ends_with("appended\n"), "{p}");
+    }
+    fs::write(fx.m("tmp/new"), "x").unwrap();
+    fs::create_dir(fx.m("var/log/sub")).unwrap();
+    fs::write(fx.m("var/log/sub/f"), "y").unwrap();
+    assert!(
+        fx.p("vol/var/log/sub/f").exists(),
+        "tmpfs data lives in the volatile store"
+    );
+
+    // ro and link,ro: read-only, from the first litetree hit (live), else the image.
+    assert_eq!(read(&fx, "etc/motd"), "tree1 motd\n");
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().write(true).open(fx.m("etc/motd"))),
+        libc::EROFS
+    );
+    assert_eq!(read(&fx, "opt/site/README"), "image site\n");
+    assert_eq!(errno_of(fs::write(fx.m("opt/site/new"), "x")), libc::EROFS);
+    write(&fx.p("tree1/etc/motd"), "tree1 motd v2\n");
+    assert_eq!(
+        read(&fx, "etc/motd"),
+        "tree1 motd v2\n",
+        "ro entries follow the server live"
+    );
+    write(&fx.p("tree1/etc/motd"), "tree1 motd\n");
+
+    // con, link,con: the image's file then every litetree hit in priority order.
+    assert_eq!(
+        read(&fx, "etc/hosts"),
+        "127.0.0.1 localhost\n10.0.0.1 tree1\n10.0.0.2 tree2\n"
+    );
+    assert_eq!(read(&fx, "etc/profile.local"), "# image\n# tree2\n");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("etc/hosts"))
+        .unwrap()
+        .write_all(b"1.2.3.4 added\n")
+        .unwrap();
+    assert!(
+        read(&fx, "etc/hosts").ends_with("1.2.3.4 added\n"),
+        "con files are writable"
+    );
+
+    // persistent family: writable, kept in the node's state directory.
+    fs::write(fx.m("etc/license"), "node license\n").unwrap();
+    fs::write(fx.m("var/lib/db/data"), "node db\n").unwrap();
+    fs::write(fx.m("var/lib/rpm/Packages"), "node rpmdb\n").unwrap();
+    fs::write(fx.m("etc/machine.conf"), "machine=n01\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(fx.p("state/etc/license")).unwrap(),
+        "node license\n"
+    );
+    assert_eq!(
+        fs::read_to_string(fx.p("state/var/lib/db/data")).unwrap(),
+        "node db\n"
+    );
+    assert_eq!(
+        fs::read_to_string(fx.p("state/etc/machine.conf")).unwrap(),
+        "machine=n01\n"
+    );
+
+    // localdisk: writable, in the local-disk directory; missing directory entries appear.
+    assert!(
+        fx.m("scratch").is_dir(),
+        "a writable directory entry missing everywhere is created"
+    );
+    fs::write(fx.m("scratch/job"), "data").unwrap();
+    assert!(fx.p("local/scratch/job").exists());
+
+    // Nested entries: /var/spool/ tmpfs with /var/spool/keep/ persistent.
+    fs::write(fx.m("var/spool/keep/q"), "queued").unwrap();
+    assert!(fx.p("state/var/spool/keep/q").exists());
+    fs::write(fx.m("var/spool/cron/other"), "x").unwrap();
+    assert!(fx.p("vol/var/spool/cron/other").exists());
+
+    // Rows for another image do not apply.
+    assert_eq!(errno_of(fs::write(fx.m("usr/bin/new"), "x")), libc::EROFS);
+
+    // Image and litetree sources are never written.
+    assert_eq!(snapshot(&fx.p("img")), before_img);
+    assert_eq!(snapshot(&fx.p("tree1")), before_tree);
+}
+
+#[test]
+fn erofs_outside_writable_areas_is_recorded() {
+    let fx = mounted();
+    assert_eq!(errno_of(fs::write(fx.m("etc/passwd"), "x")), libc::EROFS);
+    assert_eq!(errno_of(fs::create_dir(fx.m("usr/local"))), libc::EROFS);
+    assert_eq!(errno_of(fs::remove_file(fx.m("etc/passwd"))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::set_permissions(
+            fx.m("etc/passwd"),
+            fs::Permissions::from_mode(0o600)
+        )),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs::rename(fx.m("usr/bin/tool"), fx.m("usr/bin/tool2"))),
+        libc::EROFS
+    );
+    let (ok, out) = fx.sh("setfattr -n user.x -v 1 etc/passwd");
+    assert!(!ok && out.contains("Read-only"), "{out}");
+    let denied = fx.control(r#"{"cmd":"denied"}"#);
+    let paths: Vec<&str> = denied["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/etc/passwd"), "{denied}");
+    assert!(paths.contains(&"/usr/local"), "{denied}");
+    let row = denied["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "/usr/local")
+        .unwrap();
+    assert_eq!(
+        row["suggested_litefile_row"],
+        "\"ALL\",\"/usr/local/\",\"tmpfs\",,"
+    );
+}
+
+#[test]
+fn persistence_across_remount_and_tmpfs_reset() {
+    let mut fx = mounted();
+    fs::write(fx.m("etc/license"), "kept\n").unwrap();
+    fs::write(fx.m("var/lib/db/new"), "kept too\n").unwrap();
+    fs::remove_file(fx.m("var/lib/db/data")).unwrap();
+    fs::write(fx.m("etc/ntp.conf"), "volatile\n").unwrap();
+    fs::write(fx.m("var/log/boot.log"), "volatile\n").unwrap();
+    fs::remove_file(fx.m("var/log/messages")).unwrap();
+    fx.reboot();
+    assert_eq!(read(&fx, "etc/license"), "kept\n");
+    assert_eq!(read(&fx, "var/lib/db/new"), "kept too\n");
+    assert!(
+        !fx.m("var/lib/db/data").exists(),
+        "persistent whiteouts persist"
+    );
+    assert_eq!(
+        read(&fx, "etc/ntp.conf"),
+        "server tree2\n",
+        "tmpfs content is reset"
+    );
+    assert!(!fx.m("var/log/boot.log").exists());
+    assert_eq!(
+        read(&fx, "var/log/messages"),
+        "boot\n",
+        "a tmpfs deletion is undone by reboot"
+    );
+}
+
+#[test]
+fn whiteouts_hide_and_recreate() {
+    let fx = mounted();
+    fs::remove_file(fx.m("etc/ssh/ssh_host_key")).unwrap();
+    assert!(!fx.m("etc/ssh/ssh_host_key").exists());
+    let names: Vec<String> = fs::read_dir(fx.m("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["sshd_config".to_string()]);
+    assert!(
+        fx.p("img/etc/ssh/ssh_host_key").exists(),
+        "the image keeps it"
+    );
+    fs::write(fx.m("etc/ssh/ssh_host_key"), "NEW KEY\n").unwrap();
+    assert_eq!(read(&fx, "etc/ssh/ssh_host_key"), "NEW KEY\n");
+    // A whole directory: delete its entries, remove it, recreate it empty.
+    fs::remove_dir_all(fx.m("var/spool/cron")).unwrap();
+    assert!(!fx.m("var/spool/cron").exists());
+    fs::create_dir(fx.m("var/spool/cron")).unwrap();
+    assert_eq!(
+        fs::read_dir(fx.m("var/spool/cron")).unwrap().count(),
+        0,
+        "old entries stay hidden"
+    );
+    // A file entry in a read-only directory can be deleted and recreated.
+    fs::remove_file(fx.m("etc/ntp.conf")).unwrap();
+    assert!(!fx.m("etc/ntp.conf").exists());
+    assert!(
+        !fs::read_dir(fx.m("etc"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "ntp.conf")
+    );
+    fs::write(fx.m("etc/ntp.conf"), "server new\n").unwrap();
+    assert_eq!(read(&fx, "etc/ntp.conf"), "server new\n");
+}
+
+#[test]
+fn rename_over_sed_and_package_manager_patterns() {
+    let fx = mounted();
+    let (ok, out) = fx.sh("sed -i 's/pool/local/' etc/ntp.conf && cat etc/ntp.conf");
+    assert!(ok, "{out}");
+    assert_eq!(out, "server tree2\n".replace("tree2", "tree2"));
+    let (ok, out) = fx.sh("sed -i 's/tree2/node/' etc/ntp.conf && cat etc/ntp.conf");
+    assert!(ok && out == "server node\n", "{out}");
+    // sed -i on a persistent file entry in a read-only directory (temp file crosses stores)
+    let (ok, out) = fx.sh("sed -i 's/image/node/' etc/license && cat etc/license");
+    assert!(ok && out == "node license\n", "{out}");
+    assert_eq!(
+        fs::read_to_string(fx.p("state/etc/license")).unwrap(),
+        "node license\n"
+    );
+    // rpm-style: write a temporary, rename over the target, in a writable directory
+    fs::write(fx.m("var/lib/rpm/Packages;5f3a"), "new rpmdb").unwrap();
+    fs::rename(
+        fx.m("var/lib/rpm/Packages;5f3a"),
+        fx.m("var/lib/rpm/Packages"),
+    )
+    .unwrap();
+    assert_eq!(read(&fx, "var/lib/rpm/Packages"), "new rpmdb");
+    // mv within and between directories of one store
+    let (ok, out) = fx.sh(
+        "mv var/log/messages var/log/messages.1 && mv tmp/.keep var/log/keep && ls -A var/log tmp",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("messages.1") && out.contains("keep") && !out.contains("messages\n"),
+        "{out}"
+    );
+    // cp, ln, mkfifo, ln -s, tar, find
+    let (ok, out) = fx.sh(
+        "cp -a etc/ssh tmp/ssh-copy && ln tmp/ssh-copy/sshd_config tmp/hard && ln -s ../etc/motd tmp/soft \
+         && mkfifo tmp/fifo && test -p tmp/fifo && tar -C tmp -cf /tmp/statelite-tar-$$.tar . && mkdir tmp/x \
+         && tar -C tmp/x -xf /tmp/statelite-tar-$$.tar && rm /tmp/statelite-tar-$$.tar && find tmp -type f | sort && cat tmp/soft",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("tmp/x/ssh-copy/sshd_config") && out.contains("tree1 motd"),
+        "{out}"
+    );
+    assert_eq!(fs::metadata(fx.m("tmp/hard")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(fx.m("tmp/hard")).unwrap().ino(),
+        fs::metadata(fx.m("tmp/ssh-copy/sshd_config"))
+            .unwrap()
+            .ino()
+    );
+    // xattrs on writable files
+    let (ok, out) = fx.sh(
+        "setfattr -n user.test -v hello tmp/hard && getfattr -n user.test --only-values tmp/hard",
+    );
+    assert!(ok && out == "hello", "{out}");
+}
+
+#[test]
+fn exdev_between_areas_of_different_kinds() {
+    let fx = mounted();
+    fs::write(fx.m("var/log/x"), "x").unwrap();
+    assert_eq!(
+        errno_of(fs::rename(fx.m("var/log/x"), fx.m("var/lib/db/x"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno_of(fs::rename(fx.m("var/lib/db/data"), fx.m("tmp/data"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(fx.m("var/log/x"), fx.m("var/lib/db/x"))),
+        libc::EXDEV
+    );
+    // mv falls back to copy + delete
+    let (ok, out) = fx.sh("mv var/log/x var/lib/db/x && cat var/lib/db/x");
+    assert!(ok && out == "x", "{out}");
+    // A directory with entries in the image cannot be renamed in place (like overlayfs).
+    assert_eq!(
+        errno_of(fs::rename(fx.m("etc/ssh"), fx.m("tmp/ssh"))),
+        libc::EXDEV
+    );
+}
+
+#[test]
+fn inode_numbers_are_stable_across_copy_up() {
+    let fx = mounted();
+    let before = fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino();
+    let dir_before = fs::metadata(fx.m("etc/ssh")).unwrap().ino();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("etc/ssh/sshd_config"))
+        .unwrap()
+        .write_all(b"x\n")
+        .unwrap();
+    assert!(fx.p("vol/etc/ssh/sshd_config").exists(), "copied up");
+    assert_eq!(
+        fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino(),
+        before
+    );
+    assert_eq!(fs::metadata(fx.m("etc/ssh")).unwrap().ino(), dir_before);
+    // and after the kernel forgets it
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(
+        fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino(),
+        before
+    );
+    let listed = fs::read_dir(fx.m("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "sshd_config")
+        .unwrap();
+    use std::os::unix::fs::DirEntryExt;
+    assert_eq!(listed.ino(), before, "readdir agrees with stat");
+}
+
+#[test]
+fn symlinks_are_returned_verbatim_and_never_followed_by_the_daemon() {
+    let fx = Fixture::new(
+        "\"ALL\",\"/etc/secret\",\"ro\",,\n\"ALL\",\"/etc/other\",\"tmpfs\",,\n\"ALL\",\"/data/\",\"tmpfs\",,\n",
+    );
+    write(&fx.p("img/etc/secret"), "image secret\n");
+    write(&fx.p("img/etc/other"), "image other\n");
+    write(&fx.p("img/data/f"), "f\n");
+    std::os::unix::fs::symlink("/etc", fx.p("tree1/etc")).unwrap(); // a litetree dir that is a link to the host
+    std::os::unix::fs::symlink("../../../../../../../../etc/hostname", fx.p("img/data/up"))
+        .unwrap();
+    std::os::unix::fs::symlink("/proc/self/root/etc/hostname", fx.p("img/data/magic")).unwrap();
+    let mut fx = fx;
+    fx.mount();
+    assert_eq!(
+        read(&fx, "etc/secret"),
+        "image secret\n",
+        "a symlinked litetree path is not followed"
+    );
+    assert_eq!(
+        fs::read_link(fx.m("data/up")).unwrap().to_str().unwrap(),
+        "../../../../../../../../etc/hostname"
+    );
+    assert_eq!(
+        fs::read_link(fx.m("data/magic")).unwrap().to_str().unwrap(),
+        "/proc/self/root/etc/hostname"
+    );
+    // copy-up of a symlink copies the link, not its target
+    let (ok, out) = fx.sh("touch -h data/up && readlink data/up");
+    assert!(
+        ok && out.trim() == "../../../../../../../../etc/hostname",
+        "{out}"
+    );
+    assert!(
+        fs::symlink_metadata(fx.p("vol/data/up"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let which = fx.control(r#"{"cmd":"which","path":"/etc/secret"}"#);
+    assert_eq!(which["origin"]["layer"], "image", "{which}");
+}
+
+#[test]
+fn concurrent_readers_and_writers_see_consistent_data() {
+    let fx = mounted();
+    let root = fx.m("");
+    let mut handles = Vec::new();
+    for t in 0..6 {
+        let root = root.clone();
+        handles.push(std::thread::spawn(move || {
+            for i in 0..150 {
+                let p = root.join(format!("tmp/t{t}-{i}"));
+                let data = format!("{t}:{i}:").repeat(50 + i);
+                fs::write(&p, &data).unwrap();
+                assert_eq!(fs::read_to_string(&p).unwrap(), data);
+                let q = root.join(format!("tmp/t{t}-{i}.renamed"));
+                fs::rename(&p, &q).unwrap();
+                assert_eq!(fs::read_to_string(&q).unwrap(), data);
+                if i % 3 == 0 {
+                    fs::remove_file(&q).unwrap();
+                }
+                // readers of shared image content
+                let mut s = String::new();
+                fs::File::open(root.join("etc/passwd"))
+                    .unwrap()
+                    .read_to_string(&mut s)
+                    .unwrap();
+                assert_eq!(s, "root:x:0:0::/root:/bin/sh\n");
+            }
+        }));
+    }
+    // one appender and concurrent readers of one file: every read is a prefix of lines
+    let appender = {
+        let p = root.join("var/log/shared");
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .unwrap();
+            for i in 0..500 {
+                writeln!(f, "line {i:05}").unwrap();
+            }
+        })
+    };
+    for _ in 0..200 {
+        if let Ok(s) = fs::read_to_string(root.join("var/log/shared")) {
+            for (n, line) in s.lines().enumerate() {
+                if line.len() == 10 {
+                    assert_eq!(line, format!("line {n:05}"));
+                }
+            }
+        }
+    }
+    appender.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        fs::read_to_string(root.join("var/log/shared"))
+            .unwrap()
+            .lines()
+            .count(),
+        500
+    );
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 6 * 100 + 1);
+}
+
+#[test]
+fn image_update_with_generation_bump_shows_live() {
+    let fx = mounted();
+    assert_eq!(read(&fx, "etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    let _ = fs::metadata(fx.m("etc/group")); // cache a negative entry
+    fs::write(fx.m("etc/ntp.conf"), "node copy\n").unwrap();
+    // The admin updates the image (rename-over, like rpm) and bumps the generation.
+    write(&fx.p("img/etc/passwd.new"), "root:x:0:0::/root:/bin/bash\n");
+    fs::rename(fx.p("img/etc/passwd.new"), fx.p("img/etc/passwd")).unwrap();
+    write(&fx.p("img/etc/group"), "root:x:0:\n");
+    write(&fx.p("img/etc/ntp.conf"), "server updated\n");
+    write(&fx.p("img/.statelite/generation"), "2\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read(&fx, "etc/passwd") != "root:x:0:0::/root:/bin/bash\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "image update never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        read(&fx, "etc/group"),
+        "root:x:0:\n",
+        "negative entries were invalidated"
+    );
+    assert_eq!(
+        read(&fx, "etc/ntp.conf"),
+        "node copy\n",
+        "copied-up files keep the node's version"
+    );
+    assert!(
+        !fx.m(".statelite/generation").exists(),
+        "liteimg/statelite internals are hidden"
+    );
+    let stats = fx.control(r#"{"cmd":"stats"}"#);
+    assert!(stats["generation_bumps"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn litectl_views_on_a_live_mount() {
+    let fx = mounted();
+    fs::write(fx.m("etc/license"), "n\n").unwrap();
+    fs::write(fx.m("tmp/new"), "n\n").unwrap();
+    fs::remove_file(fx.m("var/log/messages")).unwrap();
+    let which = fx.control(r#"{"cmd":"which","path":"/etc/license"}"#);
+    assert_eq!(which["area"], "persistent");
+    assert_eq!(which["copied_up"], true);
+    assert_eq!(which["rule"]["options_text"], "persistent");
+    let which = fx.control(r#"{"cmd":"which","path":"/etc/motd"}"#);
+    assert_eq!(
+        which["origin"],
+        serde_json::json!({"layer":"tree","index":0})
+    );
+    let which = fx.control(r#"{"cmd":"which","path":"/etc/passwd"}"#);
+    assert_eq!(which["area"], "image (read-only)");
+    let diff = fx.control(r#"{"cmd":"diff"}"#);
+    let changes: Vec<(String, String)> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_string(),
+                c["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        changes.contains(&("/etc/license".into(), "modified".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("/tmp/new".into(), "added".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("/var/log/messages".into(), "deleted".into())),
+        "{changes:?}"
+    );
+    let status = fx.control(r#"{"cmd":"status"}"#);
+    assert_eq!(status["degraded"], false);
+}
+
+#[test]
+fn degraded_without_state_makes_persistent_paths_read_only() {
+    let mut fx =
+        Fixture::new("\"ALL\",\"/etc/license\",\"persistent\",,\n\"ALL\",\"/tmp/\",\"tmpfs\",,\n");
+    write(&fx.p("img/etc/license"), "image\n");
+    std::fs::create_dir_all(fx.p("img/tmp")).unwrap();
+    std::fs::remove_dir(fx.p("state")).unwrap();
+    fx.mount();
+    assert_eq!(read(&fx, "etc/license"), "image\n");
+    assert_eq!(
+        errno_of(fs::write(fx.m("etc/license"), "x")),
+        libc::EROFS,
+        "never silently volatile"
+    );
+    fs::write(fx.m("tmp/ok"), "x").unwrap();
+    assert_eq!(fx.control(r#"{"cmd":"status"}"#)["degraded"], true);
+}

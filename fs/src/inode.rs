@@ -16,6 +16,9 @@ use crate::layers::{LayerId, StoreKind};
 use crate::rules::{RuleId, TrieNode};
 use crate::sys;
 
+/// A passthrough backing id in use for an inode, and the (dev, ino) of its backing file.
+pub type SharedBacking = (std::sync::Weak<fuser::BackingId>, (u64, u64));
+
 /// What governs an object, decided once when it is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -64,17 +67,6 @@ pub struct Backing {
     pub lower: Option<(LayerId, Arc<OwnedFd>)>,
 }
 
-impl Backing {
-    /// The descriptor that currently holds the object's content and attributes.
-    pub fn primary(&self) -> Option<(LayerId, &Arc<OwnedFd>)> {
-        match (&self.upper, &self.lower) {
-            (Some(u), _) => Some((LayerId::Volatile, u)),
-            (None, Some((l, f))) => Some((*l, f)),
-            (None, None) => None,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Inode {
     pub nodeid: u64,
@@ -93,7 +85,7 @@ pub struct Inode {
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
     /// Passthrough backing shared by every open of this inode (kernel rule).
-    pub passthrough: Mutex<Option<(std::sync::Weak<fuser::BackingId>, (u64, u64))>>,
+    pub passthrough: Mutex<Option<SharedBacking>>,
 }
 
 impl Inode {

@@ -474,30 +474,30 @@ impl Overlay {
             }
         }
         let lower = self.layers.origin(&rel);
-        if upper.is_none() {
-            if let Area::Store { store, .. } = area {
-                if rule.storage() == Storage::Con {
-                    // con: the image's file, then every litetree hit, concatenated once per
-                    // boot into the volatile store.
-                    let sources: Vec<OwnedFd> = self
-                        .layers
-                        .con_sources(&rel)
-                        .into_iter()
-                        .map(|(_, f)| f)
-                        .collect();
-                    if sources.is_empty() {
-                        return Ok(None);
-                    }
-                    let (dir_rel, base) = split_rel(&rel);
-                    let dir = self.layers.store_dir(store, dir_rel).map_err(err)?;
-                    let base = CString::new(base).map_err(|_| Errno::EINVAL)?;
-                    upper = Some(copy_up::concat_into(&sources, dir.as_fd(), &base).map_err(err)?);
-                    self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
-                } else if lower.is_none() && rule.is_dir {
-                    // A writable directory entry that exists nowhere: the node gets it empty
-                    // (as liteimg would have created it).
-                    upper = Some(self.layers.store_dir(store, &rel).map_err(err)?);
+        if upper.is_none()
+            && let Area::Store { store, .. } = area
+        {
+            if rule.storage() == Storage::Con {
+                // con: the image's file, then every litetree hit, concatenated once per
+                // boot into the volatile store.
+                let sources: Vec<OwnedFd> = self
+                    .layers
+                    .con_sources(&rel)
+                    .into_iter()
+                    .map(|(_, f)| f)
+                    .collect();
+                if sources.is_empty() {
+                    return Ok(None);
                 }
+                let (dir_rel, base) = split_rel(&rel);
+                let dir = self.layers.store_dir(store, dir_rel).map_err(err)?;
+                let base = CString::new(base).map_err(|_| Errno::EINVAL)?;
+                upper = Some(copy_up::concat_into(&sources, dir.as_fd(), &base).map_err(err)?);
+                self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
+            } else if lower.is_none() && rule.is_dir {
+                // A writable directory entry that exists nowhere: the node gets it empty
+                // (as liteimg would have created it).
+                upper = Some(self.layers.store_dir(store, &rel).map_err(err)?);
             }
         }
         if upper.is_none() && lower.is_none() {
@@ -1573,11 +1573,8 @@ impl Filesystem for StateliteFs {
         let (store, _, dir) = tri!(t, reply, ov.writable_child(&newparent, &newname, Op::link));
         if inode.area.store() != Some(store) {
             t.failed = true;
-            reply.error(if inode.area.store().is_none() {
-                Errno::EXDEV
-            } else {
-                Errno::EXDEV
-            });
+            // A hard link cannot join objects of different areas (or the read-only image).
+            reply.error(Errno::EXDEV);
             return;
         }
         if tri!(t, reply, ov.resolve(&newparent, &newname)).is_some() {

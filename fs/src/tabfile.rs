@@ -119,6 +119,12 @@ impl Table {
         out.push_str(&self.columns.join(","));
         out.push('\n');
         for row in &self.rows {
+            if row.fields.len() == 1 && row.fields[0].is_none() {
+                // A lone NULL would be an empty line, which reads back as no row at all;
+                // a trailing comma keeps the row (and is dropped again when read).
+                out.push_str(",\n");
+                continue;
+            }
             for (i, field) in row.fields.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -437,6 +443,29 @@ mod tests {
         let t = parse(text).unwrap();
         assert_eq!(t.to_text(), text);
         assert_eq!(t.rows[1].line, 3);
+    }
+
+    #[test]
+    fn one_column_null_row_survives_a_round_trip() {
+        let mut t = Table::new(&["key"]);
+        t.rows.push(Row {
+            line: 2,
+            fields: vec![None],
+        });
+        t.rows.push(Row {
+            line: 3,
+            fields: vec![Some("x".into())],
+        });
+        let again = parse(&t.to_text()).unwrap();
+        assert_eq!(
+            again
+                .rows
+                .iter()
+                .map(|r| r.fields.clone())
+                .collect::<Vec<_>>(),
+            vec![vec![None], vec![Some("x".to_string())]]
+        );
+        assert_eq!(again.to_text(), t.to_text());
     }
 
     #[test]

@@ -42,7 +42,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  statelite-mountd mount --image /install/netboot/rh/x86_64/compute/rootimg \\\n    --litefile litefile.csv --image-name rhels-x86_64-statelite-compute \\\n    --tree /srv/litetree/n01 --volatile /run/sl/tmpfs --state /srv/state/n01 /mnt/n01\n\nUnmount with: umount MOUNTPOINT"
     )]
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Unmount a statelite root (either mode), with everything mounted below it.
     Umount {
         /// The mount point.
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Mount(args) => run_mount(args),
+        Command::Mount(args) => run_mount(*args),
         Command::Umount { mountpoint } => run_umount(&mountpoint),
     };
     match result {

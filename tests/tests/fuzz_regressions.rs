@@ -24,7 +24,7 @@ fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// The `tabfile` target's check. Returns false for the known one-column NULL-row shape.
+/// The `tabfile` target's check: parse, validate, and the canonical text round-trips.
 fn check_tabfile(data: &[u8]) -> bool {
     let path = Path::new("fuzz.csv");
     let Ok(table) = Table::parse(data, path) else {
@@ -117,16 +117,6 @@ fn check_noderange(index: &NodeIndex, data: &[u8]) {
 #[test]
 fn tabfile_regressions() {
     for (path, data) in regressions("tabfile") {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name == "one-column-null-row" {
-            // Known bug in fs/src/tabfile.rs (Table::to_text writes a one-column NULL row as
-            // an empty line, which reads back as no row). Kept so the fix can flip this.
-            assert!(!check_tabfile(&data), "fixed? then make this a normal case");
-            continue;
-        }
         assert!(check_tabfile(&data), "{}", path.display());
     }
 }

@@ -76,6 +76,9 @@ pub struct Inode {
     pub area: Area,
     /// Position in the rule trie while the path still leads towards litefile entries.
     pub trie: Option<TrieNode>,
+    /// The rules generation `area` and `trie` were decided under (`litectl reload` starts
+    /// a new one; older inodes stay valid for open files).
+    pub epoch: u64,
     /// The rule path this inode enters its area at (a rule's own path), for store
     /// scaffolding; `None` below it.
     pub entry_rel: Option<Arc<str>>,
@@ -157,6 +160,7 @@ pub struct NewInode {
     pub kind: libc::mode_t,
     pub area: Area,
     pub trie: Option<TrieNode>,
+    pub epoch: u64,
     pub entry_rel: Option<Arc<str>>,
     pub parent: Option<Arc<Inode>>,
     pub name: CString,
@@ -205,6 +209,7 @@ impl InodeTable {
             kind: new.kind,
             area: new.area,
             trie: new.trie,
+            epoch: new.epoch,
             entry_rel: new.entry_rel,
             loc: Mutex::new(Loc {
                 parent: new.parent,
@@ -225,6 +230,7 @@ impl InodeTable {
             && let Some(&id) = ids.get(&key)
             && let Some(existing) = self.by_id.read().get(&id).cloned()
             && existing.area == new.area
+            && existing.epoch == new.epoch
             && existing.kind == new.kind
         {
             existing.lookups.fetch_add(1, Ordering::Relaxed);

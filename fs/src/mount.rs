@@ -56,7 +56,7 @@ pub fn read_generation(layers: &LayerStack) -> Option<String> {
     Some(s.trim().to_string())
 }
 
-pub fn mount(rules: Arc<RuleSet>, cfg: &MountConfig) -> Result<Mounted, MountError> {
+pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     let layers = LayerStack::open(cfg.layers.clone())?;
     let overlay = Overlay::new(rules, layers, cfg.options.clone()).map_err(MountError::Setup)?;
     let mut config = Config::default();

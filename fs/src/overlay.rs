@@ -73,6 +73,7 @@ struct DirEntry {
 /// What one name in one directory resolves to, before it becomes an inode.
 struct Resolved {
     area: Area,
+    epoch: u64,
     trie: Option<TrieNode>,
     entry_rel: Option<Arc<str>>,
     upper: Option<OwnedFd>,
@@ -80,8 +81,29 @@ struct Resolved {
 }
 
 /// The shared state of a mounted statelite root.
+/// The rules in force, with what is derived from them. Replaced whole by `reload`.
+pub struct RuleState {
+    pub rules: RuleSet,
+    /// Trie nodes of read-only image directories that hold writable *file* entries: new
+    /// names may be created there as volatile scratch files (sed -i's temporary).
+    scratch_dirs: HashSet<TrieNode>,
+    pub epoch: u64,
+}
+
+impl RuleState {
+    fn new(rules: RuleSet, epoch: u64) -> RuleState {
+        let mut scratch_dirs = HashSet::new();
+        collect_scratch_dirs(&rules, rules.root(), &mut scratch_dirs);
+        RuleState {
+            rules,
+            scratch_dirs,
+            epoch,
+        }
+    }
+}
+
 pub struct Overlay {
-    rules: Arc<RuleSet>,
+    rules: RwLock<Arc<RuleState>>,
     pub layers: LayerStack,
     inodes: InodeTable,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
@@ -91,9 +113,6 @@ pub struct Overlay {
     pub denied: DeniedLog,
     opts: OverlayOptions,
     passthrough_active: AtomicBool,
-    /// Trie nodes of read-only image directories that hold writable *file* entries: new
-    /// names may be created there as volatile scratch files (sed -i's temporary).
-    scratch_dirs: HashSet<TrieNode>,
     copy_up_lock: Mutex<()>,
     /// Negative entries the kernel caches in read-only areas, so an image update can
     /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
@@ -190,12 +209,10 @@ fn open_child(dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<OwnedFd>, Errno
 
 impl Overlay {
     pub fn new(
-        rules: Arc<RuleSet>,
+        rules: RuleSet,
         layers: LayerStack,
         opts: OverlayOptions,
     ) -> io::Result<Arc<Overlay>> {
-        let mut scratch_dirs = HashSet::new();
-        collect_scratch_dirs(&rules, rules.root(), &mut scratch_dirs);
         // The place the node daemon mounts its own tmpfs (/.statelite): an empty directory.
         let stl = CString::new(STATELITE_DIR).unwrap_or_default();
         let vol = layers
@@ -208,7 +225,7 @@ impl Overlay {
         }
         let (tx, rx) = crossbeam::channel::unbounded();
         let ov = Arc::new(Overlay {
-            rules,
+            rules: RwLock::new(Arc::new(RuleState::new(rules, 0))),
             layers,
             inodes: InodeTable::new(),
             files: Mutex::new(HashMap::new()),
@@ -218,7 +235,6 @@ impl Overlay {
             denied: DeniedLog::default(),
             opts,
             passthrough_active: AtomicBool::new(false),
-            scratch_dirs,
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -233,7 +249,8 @@ impl Overlay {
             st_ino: 1,
             kind: st.st_mode & libc::S_IFMT,
             area: Area::Image,
-            trie: Some(ov.rules.root()),
+            trie: Some(ov.rs().rules.root()),
+            epoch: 0,
             entry_rel: None,
             parent: None,
             name: CString::default(),
@@ -246,8 +263,72 @@ impl Overlay {
         Ok(ov)
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
+    /// The rules in force now.
+    pub fn rs(&self) -> Arc<RuleState> {
+        self.rules.read().clone()
+    }
+
+    /// Replaces the rules while mounted (`litectl reload`). New lookups follow the new
+    /// rules at once: every entry the kernel caches is invalidated. Open files keep the
+    /// area they were opened in.
+    pub fn reload(&self, rules: RuleSet) -> Result<u64, String> {
+        if let Some(v) = rules.violations().first() {
+            return Err(format!("the new rules break statelite's constraints: {v}"));
+        }
+        let epoch = {
+            let mut cur = self.rules.write();
+            let epoch = cur.epoch + 1;
+            *cur = Arc::new(RuleState::new(rules, epoch));
+            epoch
+        };
+        self.invalidate_all();
+        Ok(epoch)
+    }
+
+    fn invalidate_all(&self) {
+        let notifier = self.notifier.read();
+        let Some(n) = notifier.as_ref() else { return };
+        let mut count = 0u64;
+        for inode in self.inodes.all() {
+            if let Some(parent) = inode.parent() {
+                let name = inode.name();
+                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
+                count += 1;
+            }
+            if inode.is_dir() {
+                let _ = n.inval_inode(INodeNo(inode.nodeid), 0, 0);
+            }
+        }
+        let negs: Vec<(u64, CString)> = {
+            let mut g = self.negatives.lock();
+            let v = g.iter().map(|(k, _)| k.clone()).collect();
+            g.clear();
+            v
+        };
+        for (parent, name) in negs {
+            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
+            count += 1;
+        }
+        self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// An inode's area and trie position under the rules in force: its own when it was
+    /// decided under them, else derived again from its path (a directory the kernel kept
+    /// across a reload, such as a process's working directory).
+    fn view(&self, rs: &RuleState, inode: &Inode) -> (Area, Option<TrieNode>) {
+        if inode.epoch == rs.epoch || inode.nodeid == 1 {
+            return (inode.area, inode.trie);
+        }
+        let path = inode.path();
+        let mut node = Some(rs.rules.root());
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            node = node.and_then(|n| rs.rules.child(n, comp));
+        }
+        let area = match rs.rules.lookup_id(&path) {
+            Some(id) => self.area_for_rule(rs, id),
+            None => Area::Image,
+        };
+        (area, if inode.is_dir() { node } else { None })
     }
 
     pub fn passthrough_active(&self) -> bool {
@@ -262,8 +343,8 @@ impl Overlay {
         self.inodes.get(ino.0).ok_or(Errno::ESTALE)
     }
 
-    fn area_for_rule(&self, id: RuleId) -> Area {
-        let rule = self.rules.rule(id);
+    fn area_for_rule(&self, rs: &RuleState, id: RuleId) -> Area {
+        let rule = rs.rules.rule(id);
         let store = match rule.storage() {
             Storage::Ro => return Area::ReadOnly(id),
             Storage::Tmpfs | Storage::Con => StoreKind::Volatile,
@@ -282,16 +363,15 @@ impl Overlay {
     }
 
     /// The area a (new or existing) name in `parent` belongs to.
-    fn child_area(&self, parent: &Inode, name: &CStr) -> (Area, Option<TrieNode>) {
-        let ctrie = parent
-            .trie
-            .and_then(|t| name.to_str().ok().and_then(|n| self.rules.child(t, n)));
-        if let Some(id) = ctrie.and_then(|t| self.rules.rule_at(t)) {
-            return (self.area_for_rule(id), ctrie);
+    fn child_area(&self, rs: &RuleState, parent: &Inode, name: &CStr) -> (Area, Option<TrieNode>) {
+        let (parent_area, parent_trie) = self.view(rs, parent);
+        let ctrie = parent_trie.and_then(|t| name.to_str().ok().and_then(|n| rs.rules.child(t, n)));
+        if let Some(id) = ctrie.and_then(|t| rs.rules.rule_at(t)) {
+            return (self.area_for_rule(rs, id), ctrie);
         }
-        let area = match parent.area {
-            Area::Image => match parent.trie {
-                Some(t) if self.scratch_dirs.contains(&t) => Area::Store {
+        let area = match parent_area {
+            Area::Image => match parent_trie {
+                Some(t) if rs.scratch_dirs.contains(&t) => Area::Store {
                     store: StoreKind::Volatile,
                     rule: None,
                 },
@@ -319,6 +399,8 @@ impl Overlay {
         if !parent.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        let rs = self.rs();
+        let epoch = rs.epoch;
         let is_root = parent.nodeid == 1;
         if is_root && name.to_bytes() == LITEIMG_DEFAULT.as_bytes() {
             return Ok(None);
@@ -327,6 +409,7 @@ impl Overlay {
             let vol = self.layers.store(StoreKind::Volatile).ok_or(Errno::EIO)?;
             let fd = sys::open_at(vol, name, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
             return Ok(Some(Resolved {
+                epoch,
                 area: Area::Image,
                 trie: None,
                 entry_rel: None,
@@ -334,10 +417,10 @@ impl Overlay {
                 lower: Some((LayerId::Volatile, fd)),
             }));
         }
-        let (area, trie) = self.child_area(parent, name);
-        let entering = trie.and_then(|t| self.rules.rule_at(t));
+        let (area, trie) = self.child_area(&rs, parent, name);
+        let entering = trie.and_then(|t| rs.rules.rule_at(t));
         if let Some(id) = entering {
-            return self.resolve_rule_entry(id, area, trie);
+            return self.resolve_rule_entry(&rs, id, area, trie);
         }
         let (upper, lower) = match area {
             Area::Image => match self.lower_child(parent, name)? {
@@ -361,6 +444,7 @@ impl Overlay {
                 // stays read-only); otherwise the volatile store may hold it.
                 if let Some(l) = self.lower_child(parent, name)? {
                     return Ok(Some(Resolved {
+                        epoch,
                         area: Area::Image,
                         trie,
                         entry_rel: None,
@@ -377,6 +461,7 @@ impl Overlay {
                             return Ok(None);
                         }
                         return Ok(Some(Resolved {
+                            epoch,
                             area,
                             trie: None,
                             entry_rel: Some(rel.into()),
@@ -413,6 +498,7 @@ impl Overlay {
             return Ok(None);
         }
         Ok(Some(Resolved {
+            epoch,
             area,
             trie,
             entry_rel: None,
@@ -452,11 +538,12 @@ impl Overlay {
     /// The path of a litefile entry itself: its origin, and its store copy if any.
     fn resolve_rule_entry(
         &self,
+        rs: &RuleState,
         id: RuleId,
         area: Area,
         trie: Option<TrieNode>,
     ) -> Result<Option<Resolved>, Errno> {
-        let rule = self.rules.rule(id);
+        let rule = rs.rules.rule(id);
         let rel: Arc<str> = rule.path.relative().into();
         let mut upper = None;
         if let Area::Store { store, .. } = area {
@@ -504,6 +591,7 @@ impl Overlay {
             return Ok(None);
         }
         Ok(Some(Resolved {
+            epoch: rs.epoch,
             area,
             trie,
             entry_rel: Some(rel),
@@ -562,6 +650,7 @@ impl Overlay {
             kind,
             area: r.area,
             trie: if kind == libc::S_IFDIR { r.trie } else { None },
+            epoch: r.epoch,
             entry_rel: r.entry_rel,
             parent: Some(parent.clone()),
             name: name.to_owned(),
@@ -682,7 +771,8 @@ impl Overlay {
         name: &CStr,
         op: Op,
     ) -> Result<(StoreKind, Area, Arc<OwnedFd>), Errno> {
-        let (area, _) = self.child_area(parent, name);
+        let rs = self.rs();
+        let (area, _) = self.child_area(&rs, parent, name);
         // A scratch name is writable only while the image has nothing by that name: the
         // image's own entries in that directory stay locked.
         if let Area::Store { rule: None, .. } = area
@@ -756,15 +846,17 @@ impl Overlay {
         }
         // Where the rules reach into this directory (litefile entries, scratch names), the
         // listing must agree with lookup: re-resolve those names.
-        if dir.area.store().is_none() || dir.entry_rel.is_some() {
+        let rs = self.rs();
+        let (dir_area, dir_trie) = self.view(&rs, dir);
+        if dir_area.store().is_none() || dir.entry_rel.is_some() {
             let mut names: Vec<CString> = Vec::new();
-            if let Some(t) = dir.trie {
-                for (n, _) in self.rules.child_names(t) {
+            if let Some(t) = dir_trie {
+                for (n, _) in rs.rules.child_names(t) {
                     if let Ok(c) = CString::new(n) {
                         names.push(c);
                     }
                 }
-                if self.scratch_dirs.contains(&t) {
+                if rs.scratch_dirs.contains(&t) {
                     let rel = dir.path();
                     if let Ok(fd) = sys::open_beneath(
                         self.layers.store(StoreKind::Volatile).ok_or(Errno::EIO)?,
@@ -970,7 +1062,11 @@ impl Overlay {
             held.push(inode.nodeid);
             cur = inode;
         }
-        let rule = cur.area.rule().map(|id| self.rules.rule(id).clone());
+        let rs = self.rs();
+        let rule = match cur.epoch == rs.epoch {
+            true => cur.area.rule().map(|id| rs.rules.rule(id).clone()),
+            false => None,
+        };
         let b = cur.backing.read();
         let info = WhichInfo {
             path: format!("/{}", comps.join("/")),
@@ -1125,22 +1221,24 @@ impl StateliteFs {
                 }
             }
         }
+        let rs = ov.rs();
         let entry_rel = match area {
             Area::Store { rule: Some(id), .. }
-                if ov.rules.rule(id).path.relative() == Overlay::rel_path(parent, name) =>
+                if rs.rules.rule(id).path.relative() == Overlay::rel_path(parent, name) =>
             {
-                Some(Arc::<str>::from(ov.rules.rule(id).path.relative()))
+                Some(Arc::<str>::from(rs.rules.rule(id).path.relative()))
             }
             Area::Store { rule: None, .. } => {
                 Some(Arc::<str>::from(Overlay::rel_path(parent, name)))
             }
             _ => None,
         };
-        let (_, trie) = ov.child_area(parent, name);
+        let (_, trie) = ov.child_area(&rs, parent, name);
         ov.instantiate(
             parent,
             name,
             Resolved {
+                epoch: rs.epoch,
                 area,
                 trie,
                 entry_rel,
@@ -1612,7 +1710,12 @@ impl Filesystem for StateliteFs {
         let (fd, durable) = tri!(t, reply, ov.open_file(&inode, flags.0));
         let fh = ov.new_handle();
         let backing = ov.backing_for(&inode, &fd, |f| reply.open_backing(f.as_fd()));
-        let mut fopen = FopenFlags::empty();
+        // close(2) needs no round trip unless the data must reach persistent storage.
+        let mut fopen = if durable {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
+        };
         if backing.is_none()
             && inode
                 .passthrough

@@ -489,6 +489,11 @@ impl RuleSet {
     /// The rule governing `path`: the deepest entry that is the path itself or a directory
     /// entry above it. `None` means the path is plain read-only image.
     pub fn lookup(&self, path: &str) -> Option<&LiteRule> {
+        self.lookup_id(path).map(|id| self.rule(id))
+    }
+
+    /// Like [`Self::lookup`], returning the rule's id.
+    pub fn lookup_id(&self, path: &str) -> Option<RuleId> {
         let mut node = self.root();
         let mut best: Option<RuleId> = None;
         for comp in path.split('/').filter(|c| !c.is_empty()) {
@@ -500,10 +505,10 @@ impl RuleSet {
             }
             match self.child(node, comp) {
                 Some(n) => node = n,
-                None => return best.map(|id| self.rule(id)),
+                None => return best,
             }
         }
-        self.rule_at(node).or(best).map(|id| self.rule(id))
+        self.rule_at(node).or(best)
     }
 
     /// The trie's root (the path `/`).

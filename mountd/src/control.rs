@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use statelite_fs::copy_up::is_internal_name;
 use statelite_fs::layers::{STATELITE_DIR, StoreKind};
 use statelite_fs::overlay::Overlay;
+use statelite_fs::rules::RuleSet;
 use statelite_fs::sys;
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +21,8 @@ struct Request {
     cmd: String,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    lines: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -30,8 +33,20 @@ struct Change {
     change: &'static str,
 }
 
+/// Re-reads the rules for `reload` (from wherever this mount got them).
+pub type Reloader = Arc<dyn Fn() -> Result<RuleSet, String> + Send + Sync>;
+
+/// What the control socket serves.
+#[derive(Clone)]
+pub struct Control {
+    pub overlay: Arc<Overlay>,
+    pub reload: Option<Reloader>,
+    /// The daemon's log file, for `litectl log`.
+    pub log: Option<PathBuf>,
+}
+
 /// Starts serving on `path` in a background thread.
-pub fn serve(path: PathBuf, ov: Arc<Overlay>) -> std::io::Result<()> {
+pub fn serve(path: PathBuf, ctl: Control) -> std::io::Result<()> {
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
@@ -40,17 +55,17 @@ pub fn serve(path: PathBuf, ov: Arc<Overlay>) -> std::io::Result<()> {
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let ov = ov.clone();
+                let ctl = ctl.clone();
                 // One short-lived thread per client: litectl sends one request and leaves.
                 let _ = std::thread::Builder::new()
                     .name("control-client".into())
-                    .spawn(move || handle(stream, &ov));
+                    .spawn(move || handle(stream, &ctl));
             }
         })?;
     Ok(())
 }
 
-fn handle(stream: UnixStream, ov: &Overlay) {
+fn handle(stream: UnixStream, ctl: &Control) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -60,7 +75,7 @@ fn handle(stream: UnixStream, ov: &Overlay) {
         return;
     }
     let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(ov, &req),
+        Ok(req) => answer(ctl, &req),
         Err(e) => json!({"error": format!("bad request: {e}")}),
     };
     let mut w = stream;
@@ -69,8 +84,33 @@ fn handle(stream: UnixStream, ov: &Overlay) {
 
 use std::io::Read;
 
-fn answer(ov: &Overlay, req: &Request) -> Value {
+fn answer(ctl: &Control, req: &Request) -> Value {
+    let ov = &*ctl.overlay;
     match req.cmd.as_str() {
+        "reload" => match &ctl.reload {
+            None => json!({"error": "this mount has no rules source to reload from"}),
+            Some(load) => match load().and_then(|rules| ov.reload(rules)) {
+                Ok(epoch) => {
+                    json!({"reloaded": true, "rules_epoch": epoch, "rules": ov.rs().rules.rules().len()})
+                }
+                Err(e) => {
+                    json!({"error": format!("reload refused, the old rules stay in force: {e}")})
+                }
+            },
+        },
+        "log" => match &ctl.log {
+            None => json!({"error": "this daemon logs to stderr only (started without --log)"}),
+            Some(p) => match std::fs::read(p) {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let lines: Vec<&str> = text.lines().collect();
+                    let n = req.lines.unwrap_or(50).min(10_000);
+                    let tail = &lines[lines.len().saturating_sub(n)..];
+                    json!({"log": p, "lines": tail})
+                }
+                Err(e) => json!({"error": format!("cannot read {}: {e}", p.display())}),
+            },
+        },
         "status" => status(ov),
         "which" => match &req.path {
             Some(p) => match ov.which(p) {
@@ -105,9 +145,10 @@ fn status(ov: &Overlay) -> Value {
     json!({
         "mode": "fuse",
         "image": l.paths.image,
-        "image_name": ov.rules().image(),
+        "image_name": ov.rs().rules.image(),
         "liteimg_image": l.is_liteimg(),
-        "rules": ov.rules().rules().len(),
+        "rules": ov.rs().rules.rules().len(),
+        "rules_epoch": ov.rs().epoch,
         "passthrough": ov.passthrough_active(),
         "inodes": ov.inodes().len(),
         "generation": statelite_fs::mount::read_generation(l),

@@ -4,7 +4,6 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -201,7 +200,7 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     if args.mode == Mode::Symlink {
         return run_symlink(&args);
     }
-    let rules = Arc::new(load_rules(&args)?);
+    let rules = load_rules(&args)?;
     let cfg = MountConfig {
         layers: LayerPaths {
             image: args.image.clone(),
@@ -236,7 +235,17 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         }
     };
     if let Some(sock) = &args.control {
-        control::serve(sock.clone(), mounted.overlay.clone())
+        let reload_args = (args.litefile.clone(), args.image_name.clone());
+        let reload: control::Reloader = std::sync::Arc::new(move || {
+            let rows = read_litefile(&reload_args.0).map_err(|e| e.to_string())?;
+            Ok(RuleSet::for_image(&rows, &reload_args.1))
+        });
+        let ctl = control::Control {
+            overlay: mounted.overlay.clone(),
+            reload: Some(reload),
+            log: args.log.clone(),
+        };
+        control::serve(sock.clone(), ctl)
             .map_err(|e| format!("control socket {}: {e}", sock.display()))?;
     }
     tracing::info!(mountpoint = %args.mountpoint.display(), passthrough_wanted = !args.no_passthrough, "statelite root mounted");

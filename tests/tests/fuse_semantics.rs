@@ -620,3 +620,53 @@ fn degraded_without_state_makes_persistent_paths_read_only() {
     fs::write(fx.m("tmp/ok"), "x").unwrap();
     assert_eq!(fx.control(r#"{"cmd":"status"}"#)["degraded"], true);
 }
+
+#[test]
+fn reload_applies_an_edited_litefile_live() {
+    let mut fx = Fixture::new("\"ALL\",\"/tmp/\",\"tmpfs\",,\n\"ALL\",\"/etc/motd\",\"ro\",,\n");
+    write(&fx.p("img/tmp/.keep"), "");
+    write(&fx.p("img/opt/app/conf"), "image conf\n");
+    write(&fx.p("img/etc/motd"), "image motd\n");
+    fx.mount();
+    assert_eq!(errno_of(fs::write(fx.m("opt/app/conf"), "x")), libc::EROFS);
+    let mut open_in_tmp = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .open(fx.m("tmp/held"))
+        .unwrap();
+    let opt_dir = fs::File::open(fx.m("opt/app")).unwrap(); // a directory the kernel keeps
+    // The admin makes /opt/app/ writable and /tmp/ read-only, then reloads.
+    fs::write(
+        fx.p("litefile.csv"),
+        "#image,file,options,comments,disable\n\"ALL\",\"/opt/app/\",\"tmpfs\",,\n\"ALL\",\"/etc/motd\",\"tmpfs\",,\n",
+    )
+    .unwrap();
+    let answer = fx.control(r#"{"cmd":"reload"}"#);
+    assert_eq!(answer["reloaded"], true, "{answer}");
+    fs::write(fx.m("opt/app/conf"), "node conf\n").unwrap();
+    assert_eq!(read(&fx, "opt/app/conf"), "node conf\n");
+    fs::write(fx.m("opt/app/new"), "new\n").unwrap();
+    fs::write(fx.m("etc/motd"), "node motd\n").unwrap();
+    assert_eq!(
+        errno_of(fs::write(fx.m("tmp/after"), "x")),
+        libc::EROFS,
+        "/tmp is read-only now"
+    );
+    // Open files are not disturbed: the file opened before the reload still takes writes.
+    open_in_tmp.write_all(b"still writable\n").unwrap();
+    drop(open_in_tmp);
+    drop(opt_dir);
+    // A litefile that breaks the rules is refused and the old rules stay.
+    fs::write(
+        fx.p("litefile.csv"),
+        "#image,file,options,comments,disable\n\"ALL\",\"/opt/\",\"ro\",,\n\"ALL\",\"/opt/app/\",\"tmpfs\",,\n",
+    )
+    .unwrap();
+    let answer = fx.control(r#"{"cmd":"reload"}"#);
+    assert!(
+        answer["error"].as_str().unwrap().contains("old rules stay"),
+        "{answer}"
+    );
+    fs::write(fx.m("opt/app/conf"), "still writable\n").unwrap();
+    fx.umount();
+}

@@ -422,6 +422,12 @@ impl Overlay {
         if let Some(id) = entering {
             return self.resolve_rule_entry(&rs, id, area, trie);
         }
+        // A name on the way to litefile entries (not an entry itself) inside a read-only
+        // image directory is an image directory, even where that directory is a scratch one.
+        let area = match area {
+            Area::Store { rule: None, .. } if trie.is_some() => Area::Image,
+            other => other,
+        };
         let (upper, lower) = match area {
             Area::Image => match self.lower_child(parent, name)? {
                 Some(l) => (None, Some(l)),

@@ -275,8 +275,9 @@ pub struct LiteimgArgs {
     pub rootimg: Option<PathBuf>,
 }
 
-/// Runs `statelite liteimg` with messages for a human.
-pub fn run_cli(args: &LiteimgArgs, tables: &Path) -> Result<(), String> {
+/// The image name and root directory an image selection (`IMAGE` or `-o -a -p`, and
+/// `--rootimg`) designates; shared by `liteimg` and `imgupdate`.
+pub fn resolve_image(args: &LiteimgArgs, tables: &Path) -> Result<(String, PathBuf), String> {
     let image = match (&args.image, &args.os, &args.arch, &args.profile) {
         (Some(name), ..) => name.clone(),
         (None, Some(os), Some(arch), Some(profile)) => format!("{os}-{arch}-statelite-{profile}"),
@@ -286,6 +287,12 @@ pub fn run_cli(args: &LiteimgArgs, tables: &Path) -> Result<(), String> {
         Some(dir) => dir.clone(),
         None => image_root_from_tables(tables, &image, args)?,
     };
+    Ok((image, root))
+}
+
+/// Runs `statelite liteimg` with messages for a human.
+pub fn run_cli(args: &LiteimgArgs, tables: &Path) -> Result<(), String> {
+    let (image, root) = resolve_image(args, tables)?;
     let litefile = tables.join("litefile.csv");
     let rows = read_litefile(&litefile).map_err(|e| e.to_string())?;
     let rules = RuleSet::for_image(&rows, &image);

@@ -52,6 +52,8 @@ enum Command {
     Lslite(cmd_lite::LsliteArgs),
     /// Rewrite an image for symlink mode (xCAT liteimg): link/copy the litefile entries.
     Liteimg(statelite_tools::liteimg::LiteimgArgs),
+    /// Guided tour: mount a sample image in FUSE mode and show each litefile option at work.
+    Demo(statelite_tools::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Liteimg(args) => {
             statelite_tools::liteimg::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
         }
+        Command::Demo(args) => args.run().map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => code,

@@ -77,8 +77,10 @@ enum Cmd {
     Denied,
     /// Per-operation counts, errors and mean latency; copy-up, cache and passthrough counters.
     Stats,
-    /// Re-read the litefile and apply it live, without remounting. A litefile that breaks
-    /// the rules is refused and the old rules stay in force.
+    /// Re-read the litefile and apply it live, without remounting.
+    ///
+    /// A litefile that breaks the rules is refused and the old rules stay in force; open
+    /// files are not disturbed.
     Reload,
     /// Show the last lines of the daemon's log file (mounts made with --log).
     Log {

@@ -6,12 +6,14 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::backref::BackRef;
 use crate::layers::{LayerId, StoreKind};
 use crate::rules::{RuleId, TrieNode};
 use crate::sys;
@@ -62,9 +64,9 @@ pub struct Loc {
 #[derive(Debug, Default)]
 pub struct Backing {
     /// The copy in the inode's store, once there is one.
-    pub upper: Option<Arc<OwnedFd>>,
+    pub upper: Option<BackRef>,
     /// The origin (image or litetree), while it is visible.
-    pub lower: Option<(LayerId, Arc<OwnedFd>)>,
+    pub lower: Option<(LayerId, BackRef)>,
 }
 
 #[derive(Debug)]
@@ -95,18 +97,34 @@ impl Inode {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
-    pub fn upper(&self) -> Option<Arc<OwnedFd>> {
-        self.backing.read().upper.clone()
+    /// A descriptor of the store copy, if there is one.
+    pub fn upper(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+        self.backing
+            .read()
+            .upper
+            .as_ref()
+            .map(|b| b.open())
+            .transpose()
     }
-    pub fn lower(&self) -> Option<(LayerId, Arc<OwnedFd>)> {
-        self.backing.read().lower.clone()
+    /// A descriptor of the origin, if it is visible.
+    pub fn lower(&self) -> io::Result<Option<(LayerId, Arc<OwnedFd>)>> {
+        let b = self.backing.read();
+        match &b.lower {
+            Some((l, r)) => Ok(Some((*l, r.open()?))),
+            None => Ok(None),
+        }
+    }
+    pub fn has_lower(&self) -> bool {
+        self.backing.read().lower.is_some()
     }
     /// The descriptor holding content and attributes now (store copy, else origin).
-    pub fn primary_fd(&self) -> Option<Arc<OwnedFd>> {
+    pub fn primary_fd(&self) -> io::Result<Arc<OwnedFd>> {
         let b = self.backing.read();
-        b.upper
-            .clone()
-            .or_else(|| b.lower.as_ref().map(|(_, f)| f.clone()))
+        match (&b.upper, &b.lower) {
+            (Some(u), _) => u.open(),
+            (None, Some((_, l))) => l.open(),
+            (None, None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
     }
     pub fn is_copied_up(&self) -> bool {
         self.backing.read().upper.is_some()
@@ -300,11 +318,6 @@ impl Default for InodeTable {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Borrow helper for `Arc<OwnedFd>`.
-pub fn bfd(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
-    fd.as_fd()
 }
 
 /// `(st_dev, st_ino)` of a descriptor.

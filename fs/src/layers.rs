@@ -10,9 +10,11 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backref::{BackRef, MountRoot};
 use crate::sys;
 
 /// Names at the image root that belong to liteimg, not to the node's tree.
@@ -100,23 +102,25 @@ pub enum LayerError {
 #[derive(Debug)]
 pub struct LayerStack {
     pub paths: LayerPaths,
-    image: OwnedFd,
-    trees: Vec<OwnedFd>,
-    volatile: OwnedFd,
-    persistent: Option<OwnedFd>,
-    localdisk: Option<OwnedFd>,
+    image: Arc<MountRoot>,
+    trees: Vec<Arc<MountRoot>>,
+    volatile: Arc<MountRoot>,
+    persistent: Option<Arc<MountRoot>>,
+    localdisk: Option<Arc<MountRoot>>,
     /// The image has been through liteimg (it has a `.default` directory).
     liteimg: bool,
     /// `st_dev` of each layer root, to recognise when a layer's tree crosses a mount.
     image_dev: u64,
 }
 
-fn open_root(what: &'static str, path: &Path) -> Result<OwnedFd, LayerError> {
-    sys::open_dir_path(path).map_err(|source| LayerError::Open {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+fn open_root(what: &'static str, path: &Path) -> Result<Arc<MountRoot>, LayerError> {
+    sys::open_dir_path(path)
+        .map(|fd| Arc::new(MountRoot::new(fd)))
+        .map_err(|source| LayerError::Open {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 impl LayerStack {
@@ -136,12 +140,12 @@ impl LayerStack {
             None => None,
         };
         let liteimg = sys::open_beneath(
-            image.as_fd(),
+            image.fd.as_fd(),
             LITEIMG_DEFAULT,
             libc::O_PATH | libc::O_DIRECTORY,
         )
         .is_ok();
-        let image_dev = sys::fstat(image.as_fd()).map(|s| s.st_dev).unwrap_or(0);
+        let image_dev = sys::fstat(image.fd.as_fd()).map(|s| s.st_dev).unwrap_or(0);
         Ok(LayerStack {
             paths,
             image,
@@ -155,7 +159,26 @@ impl LayerStack {
     }
 
     pub fn image(&self) -> BorrowedFd<'_> {
-        self.image.as_fd()
+        self.image.fd.as_fd()
+    }
+
+    /// The root a layer's objects are reopened under.
+    pub fn mount_root(&self, id: LayerId) -> Option<&Arc<MountRoot>> {
+        match id {
+            LayerId::Image => Some(&self.image),
+            LayerId::Tree(n) => self.trees.get(n as usize),
+            LayerId::Volatile => Some(&self.volatile),
+            LayerId::Persistent => self.persistent.as_ref(),
+            LayerId::LocalDisk => self.localdisk.as_ref(),
+        }
+    }
+
+    /// Wraps a descriptor found in layer `id` as a [`BackRef`].
+    pub fn backref(&self, id: LayerId, fd: OwnedFd) -> BackRef {
+        match self.mount_root(id) {
+            Some(root) => BackRef::new(fd, root),
+            None => BackRef::new(fd, &self.volatile),
+        }
     }
     pub fn image_dev(&self) -> u64 {
         self.image_dev
@@ -170,16 +193,16 @@ impl LayerStack {
     /// The root descriptor of a store, `None` when it is not available.
     pub fn store(&self, kind: StoreKind) -> Option<BorrowedFd<'_>> {
         match kind {
-            StoreKind::Volatile => Some(self.volatile.as_fd()),
-            StoreKind::Persistent => self.persistent.as_ref().map(|f| f.as_fd()),
-            StoreKind::LocalDisk => self.localdisk.as_ref().map(|f| f.as_fd()),
+            StoreKind::Volatile => Some(self.volatile.fd.as_fd()),
+            StoreKind::Persistent => self.persistent.as_ref().map(|f| f.fd.as_fd()),
+            StoreKind::LocalDisk => self.localdisk.as_ref().map(|f| f.fd.as_fd()),
         }
     }
 
     pub fn layer_root(&self, id: LayerId) -> Option<BorrowedFd<'_>> {
         match id {
-            LayerId::Image => Some(self.image.as_fd()),
-            LayerId::Tree(n) => self.trees.get(n as usize).map(|f| f.as_fd()),
+            LayerId::Image => Some(self.image.fd.as_fd()),
+            LayerId::Tree(n) => self.trees.get(n as usize).map(|f| f.fd.as_fd()),
             LayerId::Volatile => self.store(StoreKind::Volatile),
             LayerId::Persistent => self.store(StoreKind::Persistent),
             LayerId::LocalDisk => self.store(StoreKind::LocalDisk),
@@ -201,19 +224,19 @@ impl LayerStack {
     pub fn open_image(&self, rel: &str) -> io::Result<OwnedFd> {
         if self.liteimg {
             let dflt = format!("{LITEIMG_DEFAULT}/{rel}");
-            match sys::open_beneath(self.image.as_fd(), &dflt, libc::O_PATH) {
+            match sys::open_beneath(self.image.fd.as_fd(), &dflt, libc::O_PATH) {
                 Ok(fd) => return Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(e),
             }
         }
-        sys::open_beneath(self.image.as_fd(), rel, libc::O_PATH)
+        sys::open_beneath(self.image.fd.as_fd(), rel, libc::O_PATH)
     }
 
     /// The origin of a rule path: the first litetree source that has it, else the image.
     pub fn origin(&self, rel: &str) -> Option<(LayerId, OwnedFd)> {
         for (i, t) in self.trees.iter().enumerate() {
-            if let Ok(fd) = sys::open_beneath(t.as_fd(), rel, libc::O_PATH) {
+            if let Ok(fd) = sys::open_beneath(t.fd.as_fd(), rel, libc::O_PATH) {
                 return Some((LayerId::Tree(i as u16), fd));
             }
         }
@@ -236,7 +259,7 @@ impl LayerStack {
         for (i, t) in self.trees.iter().enumerate() {
             push(
                 LayerId::Tree(i as u16),
-                sys::open_beneath(t.as_fd(), rel, libc::O_PATH),
+                sys::open_beneath(t.fd.as_fd(), rel, libc::O_PATH),
             );
         }
         out

@@ -11,6 +11,7 @@
 //! - `mount`: mounting, threads, the image-generation watcher.
 //! - `stats`: operation counters and the EROFS record.
 
+pub mod backref;
 pub mod copy_up;
 pub mod inode;
 pub mod layers;

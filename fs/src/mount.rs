@@ -56,7 +56,41 @@ pub fn read_generation(layers: &LayerStack) -> Option<String> {
     Some(s.trim().to_string())
 }
 
+/// Every inode the kernel holds keeps a descriptor of its backing object open, so the
+/// descriptor limit bounds how many inodes the daemon can serve: raise it to the hard limit.
+/// (As root the hard limit itself may be raised, up to the kernel's `fs.nr_open`.)
+fn raise_fd_limit() {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(1 << 20);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = libc::rlimit {
+            rlim_cur: nr_open.max(lim.rlim_cur),
+            rlim_max: nr_open.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            // Not privileged: settle for the hard limit we have.
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
+    raise_fd_limit();
     let layers = LayerStack::open(cfg.layers.clone())?;
     let overlay = Overlay::new(rules, layers, cfg.options.clone()).map_err(MountError::Setup)?;
     let mut config = Config::default();

@@ -256,7 +256,7 @@ impl Overlay {
             name: CString::default(),
             backing: Backing {
                 upper: None,
-                lower: Some((LayerId::Image, Arc::new(root_fd))),
+                lower: Some((LayerId::Image, ov.layers.backref(LayerId::Image, root_fd))),
             },
             identity: None,
         });
@@ -480,7 +480,7 @@ impl Overlay {
                 }
             }
             Area::Store { .. } => {
-                let upper = match parent.upper() {
+                let upper = match parent.upper().map_err(err)? {
                     Some(pu) => match open_child(pu.as_fd(), name)? {
                         Some(fd) => {
                             let st = sys::fstat(fd.as_fd()).map_err(err)?;
@@ -493,7 +493,7 @@ impl Overlay {
                     },
                     None => None,
                 };
-                let lower = match parent.lower() {
+                let lower = match parent.lower().map_err(err)? {
                     Some((layer, pl)) => open_child(pl.as_fd(), name)?.map(|fd| (layer, fd)),
                     None => None,
                 };
@@ -519,7 +519,7 @@ impl Overlay {
         parent: &Inode,
         name: &CStr,
     ) -> Result<Option<(LayerId, OwnedFd)>, Errno> {
-        let Some((layer, pl)) = parent.lower() else {
+        let Some((layer, pl)) = parent.lower().map_err(err)? else {
             return Ok(None);
         };
         let Some(fd) = open_child(pl.as_fd(), name)? else {
@@ -643,10 +643,15 @@ impl Overlay {
         };
         let identity = Some((st.st_dev, st.st_ino));
         let keep_lower = lower_same && (r.upper.is_none() || kind == libc::S_IFDIR);
+        let store_layer = r
+            .area
+            .store()
+            .map(|s| s.layer())
+            .unwrap_or(LayerId::Volatile);
         let backing = Backing {
-            upper: r.upper.map(Arc::new),
+            upper: r.upper.map(|f| self.layers.backref(store_layer, f)),
             lower: if keep_lower {
-                r.lower.map(|(l, f)| (l, Arc::new(f)))
+                r.lower.map(|(l, f)| (l, self.layers.backref(l, f)))
             } else {
                 None
             },
@@ -678,7 +683,7 @@ impl Overlay {
     }
 
     fn stat_inode(&self, inode: &Inode) -> Result<Stat, Errno> {
-        let fd = inode.primary_fd().ok_or(Errno::ENOENT)?;
+        let fd = inode.primary_fd().map_err(err)?;
         sys::fstat(fd.as_fd()).map_err(err)
     }
 
@@ -720,7 +725,7 @@ impl Overlay {
 
     /// Makes sure `inode` has its copy in its store; returns the store copy.
     pub fn copy_up(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, Errno> {
-        if let Some(u) = inode.upper() {
+        if let Some(u) = inode.upper().map_err(err)? {
             return Ok(u);
         }
         let _g = self.copy_up_lock.lock();
@@ -728,11 +733,11 @@ impl Overlay {
     }
 
     fn copy_up_locked(&self, inode: &Arc<Inode>) -> Result<Arc<OwnedFd>, Errno> {
-        if let Some(u) = inode.upper() {
+        if let Some(u) = inode.upper().map_err(err)? {
             return Ok(u);
         }
         let store = inode.area.store().ok_or(Errno::EROFS)?;
-        let (_, lower) = inode.lower().ok_or(Errno::ENOENT)?;
+        let (_, lower) = inode.lower().map_err(err)?.ok_or(Errno::ENOENT)?;
         let st = sys::fstat(lower.as_fd()).map_err(err)?;
         let dir: Arc<OwnedFd> = match (&inode.entry_rel, inode.parent()) {
             (Some(rel), _) => {
@@ -750,10 +755,11 @@ impl Overlay {
         if let Some(key) = identity_of(fd.as_fd()) {
             self.inodes.add_identity(inode, key);
         }
-        let fd = Arc::new(fd);
+        let upper = self.layers.backref(store.layer(), fd);
+        let fd = upper.open().map_err(err)?;
         {
             let mut b = inode.backing.write();
-            b.upper = Some(fd.clone());
+            b.upper = Some(upper);
             if !inode.is_dir() {
                 b.lower = None;
             }
@@ -806,8 +812,9 @@ impl Overlay {
             .store()
             .map(|s| s.layer())
             .unwrap_or(LayerId::Volatile);
-        let b = dir.backing.read();
-        if let Some(u) = &b.upper {
+        let upper = dir.upper().map_err(err)?;
+        let lower = dir.lower().map_err(err)?;
+        if let Some(u) = &upper {
             for (name, dtype, ino) in sys::read_dir(u.as_fd()).map_err(err)? {
                 if is_internal_name(&name) {
                     continue;
@@ -825,7 +832,7 @@ impl Overlay {
                 out.push((name, dtype, store_layer, ino));
             }
         }
-        if let Some((layer, l)) = &b.lower {
+        if let Some((layer, l)) = &lower {
             let is_root = dir.nodeid == 1;
             for (name, dtype, ino) in sys::read_dir(l.as_fd()).map_err(err)? {
                 if is_root
@@ -840,7 +847,7 @@ impl Overlay {
                 out.push((name, dtype, *layer, ino));
             }
         }
-        drop(b);
+
         let mut entries: Vec<DirEntry> = Vec::with_capacity(out.len() + 2);
         for (name, dtype, layer, ino) in out {
             let c = CString::new(name).map_err(|_| Errno::EIO)?;
@@ -969,7 +976,7 @@ impl Overlay {
             let upper = self.writable(inode, Op::open)?;
             sys::reopen(upper.as_fd(), Self::open_flags(flags)).map_err(err)?
         } else {
-            let fd = inode.primary_fd().ok_or(Errno::ENOENT)?;
+            let fd = inode.primary_fd().map_err(err)?;
             sys::reopen(fd.as_fd(), Self::open_flags(flags)).map_err(err)?
         };
         let durable = wants_write && inode.area.store().is_some_and(|s| s.is_durable());
@@ -1217,7 +1224,7 @@ impl StateliteFs {
         // A new directory over a deleted one must not show the origin's old entries.
         if whiteout
             && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-            && let Some((_, pl)) = parent.lower()
+            && let Ok(Some((_, pl))) = parent.lower()
             && let Ok(Some(old)) = open_child(pl.as_fd(), name)
             && let Ok(list) = sys::read_dir(old.as_fd())
         {
@@ -1409,7 +1416,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readlink);
         let inode = tri!(t, reply, ov.inode(ino));
-        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let target = tri!(t, reply, sys::readlink_fd(fd.as_fd()).map_err(err));
         reply.data(&target);
     }
@@ -1532,11 +1539,10 @@ impl Filesystem for StateliteFs {
             if !ov.is_empty_dir(&inode)? {
                 return Err(Errno::ENOTEMPTY);
             }
-            let b = inode.backing.read();
-            if let Some(u) = &b.upper {
+            if let Some(u) = inode.upper().map_err(err)? {
                 ov.remove_upper_dir(dir.as_fd(), &name, u.as_fd())?;
             }
-            if b.lower.is_some() {
+            if inode.has_lower() {
                 copy_up::make_whiteout(dir.as_fd(), &name).map_err(err)?;
             }
             Ok(())
@@ -1603,10 +1609,10 @@ impl Filesystem for StateliteFs {
                     if !ov.is_empty_dir(&d)? {
                         return Err(Errno::ENOTEMPTY);
                     }
-                    if d.lower().is_some() {
+                    if d.has_lower() {
                         return Err(Errno::EXDEV); // would need an opaque directory
                     }
-                    if let Some(u) = d.upper() {
+                    if let Some(u) = d.upper().map_err(err)? {
                         // Drop its whiteouts so rename(2) sees an empty directory.
                         for (n, _, _) in sys::read_dir(u.as_fd()).map_err(err)? {
                             let c = CString::new(n).map_err(|_| Errno::EIO)?;
@@ -1617,11 +1623,11 @@ impl Filesystem for StateliteFs {
                     return Err(Errno::ENOTDIR);
                 }
             }
-            if src.is_dir() && src.lower().is_some() {
+            if src.is_dir() && src.has_lower() {
                 // Like overlayfs without redirect_dir: mv falls back to copy + delete.
                 return Err(Errno::EXDEV);
             }
-            let had_lower = src.lower().is_some()
+            let had_lower = src.has_lower()
                 || src.is_copied_up()
                     && ov
                         .resolve(&parent, &name)?
@@ -1964,7 +1970,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fsync);
         let inode = tri!(t, reply, ov.inode(ino));
-        if let Some(u) = inode.upper() {
+        if let Some(u) = tri!(t, reply, inode.upper().map_err(err)) {
             let fd = tri!(
                 t,
                 reply,
@@ -2032,7 +2038,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::getxattr);
         let inode = tri!(t, reply, ov.inode(ino));
-        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         let value = tri!(t, reply, sys::get_xattr(fd.as_fd(), &name).map_err(err));
         if size == 0 {
@@ -2049,7 +2055,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::listxattr);
         let inode = tri!(t, reply, ov.inode(ino));
-        let fd = tri!(t, reply, inode.primary_fd().ok_or(Errno::ENOENT));
+        let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let list = tri!(t, reply, sys::list_xattrs(fd.as_fd()).map_err(err));
         if size == 0 {
             reply.size(list.len() as u32);
@@ -2106,7 +2112,11 @@ impl Filesystem for StateliteFs {
                 sys::create_at(d, n, libc::O_WRONLY | libc::O_EXCL, mode).map(drop)
             })
         );
-        let upper = tri!(t, reply, inode.upper().ok_or(Errno::EIO));
+        let upper = tri!(
+            t,
+            reply,
+            inode.upper().map_err(err).and_then(|u| u.ok_or(Errno::EIO))
+        );
         let fd = tri!(
             t,
             reply,

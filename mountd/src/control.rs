@@ -144,6 +144,7 @@ fn status(ov: &Overlay) -> Value {
     let l = &ov.layers;
     json!({
         "mode": "fuse",
+        "pid": std::process::id(),
         "image": l.paths.image,
         "image_name": ov.rs().rules.image(),
         "liteimg_image": l.is_liteimg(),

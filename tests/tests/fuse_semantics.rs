@@ -536,7 +536,11 @@ fn image_update_with_generation_bump_shows_live() {
         .arg(fx.p("img"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while read(&fx, "etc/passwd") != "root:x:0:0::/root:/bin/bash\n" {
         assert!(
@@ -674,4 +678,31 @@ fn reload_applies_an_edited_litefile_live() {
     );
     fs::write(fx.m("opt/app/conf"), "still writable\n").unwrap();
     fx.umount();
+}
+
+#[test]
+fn descriptors_stay_bounded_on_trees_larger_than_the_fd_cache() {
+    let mut fx = Fixture::new("\"ALL\",\"/tmp/\",\"tmpfs\",,\n");
+    for d in 0..60 {
+        for f in 0..100 {
+            write(&fx.p(&format!("img/usr/d{d}/f{f}")), &format!("{d}/{f}"));
+        }
+    }
+    fx.mount();
+    let (ok, out) = fx.sh("find usr -type f | wc -l && cat usr/d59/f99 usr/d0/f0");
+    assert!(ok && out == "6000\n59/990/0", "{out}");
+    // every file once more: descriptors are reopened through file handles after eviction
+    let mut total = 0;
+    for d in 0..60 {
+        for f in 0..100 {
+            total += read(&fx, &format!("usr/d{d}/f{f}")).len();
+        }
+    }
+    assert!(total > 6000 * 3);
+    let pid = fx.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(
+        fds < statelite_fs::backref::FD_CACHE_SIZE + 128,
+        "{fds} descriptors open"
+    );
 }

@@ -9,6 +9,7 @@ pub mod cmd_lite;
 pub mod cmd_tables;
 pub mod db;
 pub mod demo;
+pub mod imgupdate;
 pub mod liteimg;
 pub mod noderange;
 pub mod vars;

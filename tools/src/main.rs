@@ -52,6 +52,8 @@ enum Command {
     Lslite(cmd_lite::LsliteArgs),
     /// Rewrite an image for symlink mode (xCAT liteimg): link/copy the litefile entries.
     Liteimg(statelite_tools::liteimg::LiteimgArgs),
+    /// Tell running nodes the image changed: bump its generation so their caches refresh.
+    Imgupdate(statelite_tools::liteimg::LiteimgArgs),
     /// Guided tour: mount a sample image in FUSE mode and show each litefile option at work.
     Demo(statelite_tools::demo::DemoArgs),
 }
@@ -69,6 +71,9 @@ fn main() -> ExitCode {
         Command::Lslite(args) => args.run(tables).map_err(|e| e.to_string()),
         Command::Liteimg(args) => {
             statelite_tools::liteimg::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Imgupdate(args) => {
+            statelite_tools::imgupdate::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
         }
         Command::Demo(args) => args.run().map_err(|e| e.to_string()),
     };

@@ -1,3 +1,4 @@
 //! Library side of the node daemon, shared by `statelite-mountd` and the integration tests.
 
+pub mod cmdline;
 pub mod symlink_mode;

@@ -1,5 +1,6 @@
-//! `statelite-mountd`: the node daemon. `mount` serves a merged statelite root outside boot
-//! (for admins, tests and benchmarks); the boot flow builds on the same pieces.
+//! `statelite-mountd`: the node daemon. `boot` builds a node's root from the kernel command
+//! line in the initramfs and stays as the root storage daemon; `mount` serves a merged
+//! statelite root outside boot (for admins, tests and benchmarks).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use statelite_fs::mount::{self, MountConfig};
 use statelite_fs::overlay::OverlayOptions;
 use statelite_fs::rules::{RuleSet, read_litefile};
 
+mod boot;
 mod control;
 
 use statelite_mountd::symlink_mode::{self, SymlinkConfig};
@@ -46,6 +48,19 @@ enum Command {
     Umount {
         /// The mount point.
         mountpoint: PathBuf,
+    },
+    /// Build the node's root from the kernel command line (run by the initramfs).
+    #[command(
+        after_help = "Example (initramfs):\n  statelite-mountd boot --sysroot /sysroot --config /etc/statelite/boot.json && \\\n    exec switch_root /sysroot /sbin/init\n\nUndo (tests): statelite-mountd boot-teardown --sysroot DIR --run-dir DIR"
+    )]
+    Boot(Box<boot::BootArgs>),
+    /// Undo `boot`: unmount the root (either mode) and the sources under the run directory.
+    BootTeardown(boot::TeardownArgs),
+    /// Print the parsed kernel command line (JSON), for init scripts and debugging.
+    Cmdline {
+        /// The command line to parse instead of /proc/cmdline.
+        #[arg(long)]
+        cmdline: Option<String>,
     },
 }
 
@@ -100,16 +115,24 @@ struct MountArgs {
 }
 
 fn main() -> ExitCode {
+    reexec_for_initrd();
+    let cli = Cli::parse();
+    if let Command::Boot(args) = cli.command {
+        // boot sets up its own logging (kmsg, log file, console).
+        return boot::main(*args);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("STATELITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => run_mount(*args),
         Command::Umount { mountpoint } => run_umount(&mountpoint),
+        Command::Boot(_) => Ok(()),
+        Command::BootTeardown(args) => boot::teardown(&args),
+        Command::Cmdline { cmdline } => print_cmdline(cmdline),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +141,69 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SPEC §5: a root storage daemon started from an initrd has `argv[0][0] == '@'`, which
+/// systemd's shutdown (and switch-root) reads as "do not kill". Rewriting argv in place is
+/// fragile (the length is fixed and /proc/self/cmdline may be cached), so `boot` re-executes
+/// itself with the new argv[0] before doing anything else.
+fn reexec_for_initrd() {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "boot") {
+        return;
+    }
+    let initrd = args.iter().any(|a| a == "--initrd")
+        || std::path::Path::new("/etc/initrd-release").exists();
+    let already = args
+        .first()
+        .is_some_and(|a| a.as_encoded_bytes().first() == Some(&b'@'));
+    if !initrd || already {
+        return;
+    }
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0("@statelite-mountd")
+        .args(args.iter().skip(1))
+        .exec();
+    // Carry on without the marker rather than fail the boot.
+    eprintln!("statelite-mountd: warning: re-exec as @statelite-mountd failed: {err}");
+}
+
+fn print_cmdline(line: Option<String>) -> Result<(), String> {
+    use statelite_mountd::cmdline::{self, RootSpec, StateMnt};
+    let line = match line {
+        Some(l) => l,
+        None => std::fs::read("/proc/cmdline")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("/proc/cmdline: {e}"))?,
+    };
+    let p = cmdline::parse(&line).map_err(|e| e.to_string())?;
+    let s = |x: Option<String>| x.map_or(serde_json::Value::Null, serde_json::Value::String);
+    let image = p.image().map(|(src, opts)| {
+        serde_json::json!({
+            "server": src.server.to_string(),
+            "path": src.path,
+            "options": opts.map(|o| o.to_string()),
+        })
+    });
+    let v = serde_json::json!({
+        "image": image,
+        "root_other": match &p.root { Some(RootSpec::Other(r)) => Some(r.clone()), _ => None },
+        "statemnt": match &p.statemnt {
+            None => serde_json::Value::Null,
+            Some(StateMnt::None) => serde_json::Value::String(String::new()),
+            Some(StateMnt::Nfs(src)) => serde_json::Value::String(src.to_string()),
+        },
+        "mntopts": p.mntopts.to_string(),
+        "node": s(p.node.as_ref().map(|n| n.to_string())),
+        "xcat": s(p.xcat.as_ref().map(|x| x.to_string())),
+        "mode": s(p.mode.map(|m| m.as_str().to_string())),
+        "shell": p.shell,
+        "debug": p.debug,
+        "bootif": s(p.bootif.map(|m| m.to_string())),
+    });
+    println!("{v}");
+    Ok(())
 }
 
 fn load_rules(args: &MountArgs) -> Result<RuleSet, String> {

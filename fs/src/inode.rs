@@ -81,6 +81,9 @@ pub struct Inode {
     /// The rules generation `area` and `trie` were decided under (`litectl reload` starts
     /// a new one; older inodes stay valid for open files).
     pub epoch: u64,
+    /// The layer the object originally came from (kept after copy-up, for `litectl which`);
+    /// `None` for objects created on the node.
+    pub origin: Option<LayerId>,
     /// The rule path this inode enters its area at (a rule's own path), for store
     /// scaffolding; `None` below it.
     pub entry_rel: Option<Arc<str>>,
@@ -179,6 +182,7 @@ pub struct NewInode {
     pub area: Area,
     pub trie: Option<TrieNode>,
     pub epoch: u64,
+    pub origin: Option<LayerId>,
     pub entry_rel: Option<Arc<str>>,
     pub parent: Option<Arc<Inode>>,
     pub name: CString,
@@ -228,6 +232,7 @@ impl InodeTable {
             area: new.area,
             trie: new.trie,
             epoch: new.epoch,
+            origin: new.origin,
             entry_rel: new.entry_rel,
             loc: Mutex::new(Loc {
                 parent: new.parent,

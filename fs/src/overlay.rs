@@ -251,6 +251,7 @@ impl Overlay {
             area: Area::Image,
             trie: Some(ov.rs().rules.root()),
             epoch: 0,
+            origin: Some(LayerId::Image),
             entry_rel: None,
             parent: None,
             name: CString::default(),
@@ -643,6 +644,11 @@ impl Overlay {
         };
         let identity = Some((st.st_dev, st.st_ino));
         let keep_lower = lower_same && (r.upper.is_none() || kind == libc::S_IFDIR);
+        let origin = if lower_same {
+            r.lower.as_ref().map(|(l, _)| *l)
+        } else {
+            None
+        };
         let store_layer = r
             .area
             .store()
@@ -662,6 +668,7 @@ impl Overlay {
             area: r.area,
             trie: if kind == libc::S_IFDIR { r.trie } else { None },
             epoch: r.epoch,
+            origin,
             entry_rel: r.entry_rel,
             parent: Some(parent.clone()),
             name: name.to_owned(),
@@ -1096,7 +1103,7 @@ impl Overlay {
                 (None, Some((l, _))) => Some(*l),
                 _ => None,
             },
-            origin: b.lower.as_ref().map(|(l, _)| *l),
+            origin: cur.origin,
         };
         drop(b);
         drop(cur);

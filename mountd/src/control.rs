@@ -129,8 +129,20 @@ fn answer(ctl: &Control, req: &Request) -> Value {
                 .snapshot()
                 .into_iter()
                 .map(|d| {
-                    let suggestion = format!("\"ALL\",\"{}{}\",\"tmpfs\",,", d.path, if d.is_dir { "/" } else { "" });
-                    json!({"path": d.path, "op": d.op, "count": d.count, "suggested_litefile_row": suggestion})
+                    // A path under a read-only row needs that row changed, not a new one.
+                    let rs = ov.rs();
+                    match rs.rules.lookup(&d.path) {
+                        Some(rule) => {
+                            let dir = if rule.is_dir { "/" } else { "" };
+                            let row = format!("\"ALL\",\"{}{dir}\",\"tmpfs\",,", rule.path);
+                            json!({"path": d.path, "op": d.op, "count": d.count, "suggested_litefile_row": row,
+                                   "replaces_line": rule.line, "current_options": rule.options_text})
+                        }
+                        None => {
+                            let row = format!("\"ALL\",\"{}{}\",\"tmpfs\",,", d.path, if d.is_dir { "/" } else { "" });
+                            json!({"path": d.path, "op": d.op, "count": d.count, "suggested_litefile_row": row})
+                        }
+                    }
                 })
                 .collect();
             json!({"denied": list})

@@ -342,9 +342,14 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         let _ = nix::unistd::write(&fd, b"ok");
         drop(fd);
     }
-    mounted
+    let served = mounted
         .run(cfg.generation_interval)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    // Unmounted: nothing answers on the control socket any more.
+    if let Some(sock) = &args.control {
+        let _ = std::fs::remove_file(sock);
+    }
+    served
 }
 
 /// Forks: the parent waits for "ok" (or an error message) on a pipe and exits with it;

@@ -577,6 +577,22 @@ fn litectl_views_on_a_live_mount() {
     assert_eq!(which["area"], "persistent");
     assert_eq!(which["copied_up"], true);
     assert_eq!(which["rule"]["options_text"], "persistent");
+    assert_eq!(
+        which["origin"]["layer"], "image",
+        "the origin is kept after copy-up: {which}"
+    );
+    assert_eq!(errno_of(fs::write(fx.m("etc/motd"), "x")), libc::EROFS);
+    let denied = fx.control(r#"{"cmd":"denied"}"#);
+    let motd = denied["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "/etc/motd")
+        .unwrap();
+    assert_eq!(
+        motd["replaces_line"], 6,
+        "an ro row is to be changed, not duplicated: {motd}"
+    );
     let which = fx.control(r#"{"cmd":"which","path":"/etc/motd"}"#);
     assert_eq!(
         which["origin"],

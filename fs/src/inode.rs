@@ -90,6 +90,8 @@ pub struct Inode {
     pub loc: Mutex<Loc>,
     pub backing: RwLock<Backing>,
     lookups: AtomicU64,
+    /// Tick of the last lookup, for trimming the table (see `InodeTable::coldest`).
+    last_used: AtomicU64,
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
     /// Passthrough backing shared by every open of this inode (kernel rule).
@@ -173,6 +175,7 @@ pub struct InodeTable {
     /// one object share one inode.
     by_identity: Mutex<HashMap<(u64, u64), u64>>,
     next: AtomicU64,
+    tick: AtomicU64,
 }
 
 /// What is needed to create an inode.
@@ -196,6 +199,7 @@ impl InodeTable {
             by_id: RwLock::new(HashMap::new()),
             by_identity: Mutex::new(HashMap::new()),
             next: AtomicU64::new(2),
+            tick: AtomicU64::new(0),
         }
     }
 
@@ -240,6 +244,7 @@ impl InodeTable {
             }),
             backing: RwLock::new(new.backing),
             lookups: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             passthrough: Mutex::new(None),
         }
@@ -257,6 +262,9 @@ impl InodeTable {
             && existing.kind == new.kind
         {
             existing.lookups.fetch_add(1, Ordering::Relaxed);
+            existing
+                .last_used
+                .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
             // The same object under another name (hard link, or after a rename the kernel
             // has not seen): keep the newest location for path reporting.
             if !existing.is_dir() {
@@ -280,11 +288,34 @@ impl InodeTable {
         let identity = new.identity;
         let inode = Arc::new(Self::build(nodeid, new));
         inode.lookups.store(1, Ordering::Relaxed);
+        inode
+            .last_used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         if let Some(key) = identity {
             ids.insert(key, nodeid);
         }
         self.by_id.write().insert(nodeid, inode.clone());
         inode
+    }
+
+    /// The `n` least recently looked-up inodes (never the root), oldest first: the ones to
+    /// ask the kernel to forget when the table grows past its bound.
+    pub fn coldest(&self, n: usize) -> Vec<Arc<Inode>> {
+        let mut all: Vec<(u64, Arc<Inode>)> = self
+            .by_id
+            .read()
+            .values()
+            .filter(|i| i.nodeid != 1)
+            .map(|i| (i.last_used.load(Ordering::Relaxed), i.clone()))
+            .collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        all.truncate(n);
+        all.sort_by_key(|(t, _)| *t);
+        all.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Registers another backing identity for an inode (its store copy after copy-up).

@@ -143,6 +143,7 @@ fn watch_generation(ov: &Overlay, interval: Duration, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
         ov.drain_invalidations();
+        ov.trim_inodes();
         waited += tick;
         if waited < interval {
             continue;

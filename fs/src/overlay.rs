@@ -37,6 +37,9 @@ pub struct OverlayOptions {
     pub ttl: Duration,
     /// Use FUSE passthrough for regular files when the kernel offers it.
     pub passthrough: bool,
+    /// Inodes kept before the coldest are handed back to the kernel for forgetting: this
+    /// bounds the daemon's memory however large the tree the node walks.
+    pub max_inodes: usize,
 }
 
 impl Default for OverlayOptions {
@@ -44,6 +47,7 @@ impl Default for OverlayOptions {
         OverlayOptions {
             ttl: Duration::from_secs(24 * 3600),
             passthrough: true,
+            max_inodes: 65536,
         }
     }
 }
@@ -1058,6 +1062,28 @@ impl Overlay {
             count += 1;
         }
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Keeps the inode table under its bound: past `max_inodes`, the coldest eighth of the
+    /// table is invalidated in the kernel, which then forgets those inodes (runs on the
+    /// background thread; entries in use by the kernel simply stay).
+    pub fn trim_inodes(&self) {
+        let len = self.inodes.len();
+        if len <= self.opts.max_inodes {
+            return;
+        }
+        let notifier = self.notifier.read();
+        let Some(n) = notifier.as_ref() else { return };
+        let excess = len - self.opts.max_inodes + self.opts.max_inodes / 8;
+        for inode in self.inodes.coldest(excess) {
+            if let Some(parent) = inode.parent() {
+                let name = inode.name();
+                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
+            }
+        }
+        self.stats
+            .invalidations
+            .fetch_add(excess as u64, Ordering::Relaxed);
     }
 
     /// Sends queued invalidations (runs on the background thread).

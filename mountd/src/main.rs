@@ -110,6 +110,9 @@ struct MountArgs {
     /// Do not use FUSE passthrough even if the kernel offers it.
     #[arg(long)]
     no_passthrough: bool,
+    /// Inodes kept in memory before the coldest are released (bounds the daemon's memory).
+    #[arg(long, default_value_t = 65536)]
+    max_inodes: usize,
     /// Where to mount.
     mountpoint: PathBuf,
 }
@@ -300,6 +303,7 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         generation_interval: Duration::from_secs_f64(args.generation_interval.max(0.1)),
         options: OverlayOptions {
             passthrough: !args.no_passthrough,
+            max_inodes: args.max_inodes.max(1024),
             ..OverlayOptions::default()
         },
     };

@@ -722,3 +722,38 @@ fn descriptors_stay_bounded_on_trees_larger_than_the_fd_cache() {
         "{fds} descriptors open"
     );
 }
+
+#[test]
+fn the_inode_table_stays_bounded_on_large_walks() {
+    let mut fx = Fixture::new("\"ALL\",\"/tmp/\",\"tmpfs\",,\n");
+    for d in 0..40 {
+        for f in 0..100 {
+            write(&fx.p(&format!("img/usr/d{d}/f{f}")), &format!("{d}/{f}"));
+        }
+    }
+    fx.extra_args = vec!["--max-inodes".into(), "1024".into()];
+    fx.mount();
+    for _ in 0..2 {
+        let (ok, out) = fx.sh("find usr -type f -exec cat {} + | wc -c && find usr | wc -l");
+        assert!(ok && out == "18600\n4041\n", "{out}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let inodes = fx.control(r#"{"cmd":"status"}"#)["inodes"]
+            .as_u64()
+            .unwrap();
+        if inodes <= 1024 + 128 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{inodes} inodes kept, bound 1024"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        read(&fx, "usr/d39/f99"),
+        "39/99",
+        "forgotten inodes come back on lookup"
+    );
+}

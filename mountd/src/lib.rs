@@ -1,4 +1,5 @@
 //! Library side of the node daemon, shared by `statelite-mountd` and the integration tests.
 
 pub mod cmdline;
+pub mod query;
 pub mod symlink_mode;

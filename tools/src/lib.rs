@@ -11,5 +11,7 @@ pub mod db;
 pub mod demo;
 pub mod imgupdate;
 pub mod liteimg;
+pub mod nodeset;
 pub mod noderange;
+pub mod serve;
 pub mod vars;

@@ -54,6 +54,10 @@ enum Command {
     Liteimg(statelite_tools::liteimg::LiteimgArgs),
     /// Tell running nodes the image changed: bump its generation so their caches refresh.
     Imgupdate(statelite_tools::liteimg::LiteimgArgs),
+    /// Write PXE/grub2/yaboot boot files: nodeset <noderange> statelite[=<image>]
+    Nodeset(statelite_tools::nodeset::NodesetArgs),
+    /// Run the query service nodes use at boot (XCAT=<host>:<port>).
+    Serve(statelite_tools::serve::ServeArgs),
     /// Guided tour: mount a sample image in FUSE mode and show each litefile option at work.
     Demo(statelite_tools::demo::DemoArgs),
 }
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
         Command::Imgupdate(args) => {
             statelite_tools::imgupdate::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
         }
+        Command::Nodeset(args) => args.run(tables).map_err(|e| e.to_string()),
+        Command::Serve(args) => args.run(tables),
         Command::Demo(args) => args.run().map_err(|e| e.to_string()),
     };
     match result {

@@ -1,7 +1,8 @@
 //! `statelite-mountd boot`: what the initramfs runs before `switch_root`.
 //!
 //! 1. Parse the kernel command line ([`statelite_mountd::cmdline`]) and fetch the node's
-//!    rules ([`RulesSource`]: a local JSON file today, the `XCAT=` query service later).
+//!    rules ([`RulesSource`]: a local JSON file, or the `XCAT=` query service through
+//!    [`statelite_mountd::query`]).
 //! 2. Mount the sources under the run directory (default `/run/statelite`): the image on
 //!    `image/`, the state export on `state/` (then the node's own `state/<NODE>/`, created on
 //!    first boot), each litetree source on `tree/<n>/`. NFS mounts are `mount(2)` with text
@@ -131,11 +132,18 @@ pub enum BootError {
     Read { path: PathBuf, source: io::Error },
     #[error("boot config {path}: {problem}")]
     Config { path: PathBuf, problem: String },
+    #[error("rules from the query service: {0}")]
+    Query(#[from] statelite_mountd::query::QueryError),
     #[error(
-        "the kernel line names a query service (XCAT={0}) but the query client is not built \
-         yet (issue 8); pass --config FILE with the node's rules"
+        "XCAT={0} needs NODE=<name> on the kernel line (the service answers a node about itself)"
     )]
-    ServiceNotBuilt(ServiceAddr),
+    ServiceNoNode(ServiceAddr),
+    #[error("XCAT={addr}: cannot resolve {host}: {source}")]
+    ServiceResolve {
+        addr: ServiceAddr,
+        host: String,
+        source: io::Error,
+    },
     #[error("no rules source: pass --config FILE (or XCAT=<host>:<port> on the kernel line)")]
     NoRulesSource,
     #[error(
@@ -242,20 +250,76 @@ pub struct NodeRules {
     pub origin: String,
 }
 
-/// Where the node's rules come from. The query service (`XCAT=`) plugs in here (issue 8).
+/// Where the node's rules come from.
 #[derive(Debug, Clone)]
 pub enum RulesSource {
     File(PathBuf),
-    Service(ServiceAddr),
+    /// `statelite serve` (`XCAT=`), asked about this node.
+    Service {
+        addr: ServiceAddr,
+        node: NodeName,
+        opts: statelite_mountd::query::QueryOptions,
+    },
 }
 
 impl RulesSource {
     pub fn fetch(&self) -> Result<NodeRules, BootError> {
         match self {
             RulesSource::File(p) => load_config(p),
-            RulesSource::Service(addr) => Err(BootError::ServiceNotBuilt(addr.clone())),
+            RulesSource::Service { addr, node, opts } => fetch_service(addr, node, opts),
         }
     }
+}
+
+/// Asks the query service (resolved here, like the NFS servers: a static binary may
+/// have no working resolver) and turns its answer into the node's rules.
+fn fetch_service(
+    addr: &ServiceAddr,
+    node: &NodeName,
+    opts: &statelite_mountd::query::QueryOptions,
+) -> Result<NodeRules, BootError> {
+    let ip = resolve(&addr.host).map_err(|source| BootError::ServiceResolve {
+        addr: addr.clone(),
+        host: addr.host.to_string(),
+        source,
+    })?;
+    let target = std::net::SocketAddr::new(ip, addr.port).to_string();
+    let origin = format!("XCAT={addr}");
+    let r = statelite_mountd::query::fetch_rules_with(&target, node.as_str(), opts)?;
+    let bad = |problem: String| BootError::Config {
+        path: PathBuf::from(&origin),
+        problem,
+    };
+    let rows = r.lite_rows()?;
+    let mut trees = Vec::new();
+    for t in &r.litetree {
+        let location =
+            Location::parse(&t.dir).map_err(|e| bad(format!("litetree {:?}: {e}", t.dir)))?;
+        let mntopts = match t.mntopts.as_deref() {
+            None | Some("") => MountOpts::default(),
+            Some(o) => MountOpts::parse(o)
+                .map_err(|e| bad(format!("litetree {:?} mntopts {o:?}: {e}", t.dir)))?,
+        };
+        trees.push(TreeSource { location, mntopts });
+    }
+    // The service's statemnt is the table's: it overrides the kernel line's, which
+    // nodeset wrote from the same row (possibly before an edit). No row: keep STATEMNT=.
+    let statemnt = match r.statemnt.as_deref() {
+        None => None,
+        Some(s) => Some(StateMnt::Nfs(
+            NfsSource::parse(s).map_err(|e| bad(format!("statemnt {s:?}: {e}")))?,
+        )),
+    };
+    Ok(NodeRules {
+        image_name: r.image,
+        rows,
+        trees,
+        statemnt,
+        nfsroot: None,
+        node: None,
+        mode: None,
+        origin,
+    })
 }
 
 /// The `--config` file (JSON).
@@ -946,7 +1010,19 @@ impl Plan {
 fn plan(args: &BootArgs, p: &BootParams) -> Result<Plan, BootError> {
     let source = match (&args.config, &p.xcat) {
         (Some(f), _) => RulesSource::File(f.clone()),
-        (None, Some(x)) => RulesSource::Service(x.clone()),
+        (None, Some(x)) => RulesSource::Service {
+            addr: x.clone(),
+            node: p
+                .node
+                .clone()
+                .ok_or_else(|| BootError::ServiceNoNode(x.clone()))?,
+            opts: statelite_mountd::query::QueryOptions {
+                timeout: Duration::from_secs(10),
+                tries: args.retries.max(1),
+                initial_delay: Duration::from_millis(args.retry_initial_ms),
+                max_delay: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms)),
+            },
+        },
         (None, None) => return Err(BootError::NoRulesSource),
     };
     let nr = source.fetch()?;

@@ -461,7 +461,7 @@ fn malformed_command_lines_are_clear_errors() {
         assert!(mounted_below(n.dir.path()).is_empty(), "{line}");
         n.teardown();
     }
-    // The query service is not built yet: say so.
+    // The query service answers a node about itself: without NODE= there is nothing to ask.
     let mut n = Node::new();
     let out = Command::new(bin("statelite-mountd"))
         .args(["boot", "--sysroot"])
@@ -478,7 +478,7 @@ fn malformed_command_lines_are_clear_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("query client is not built yet"), "{err}");
+    assert!(err.contains("needs NODE="), "{err}");
     n.booted = true;
     n.teardown();
 }

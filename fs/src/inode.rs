@@ -21,6 +21,19 @@ use crate::sys;
 /// A passthrough backing id in use for an inode, and the (dev, ino) of its backing file.
 pub type SharedBacking = (std::sync::Weak<fuser::BackingId>, (u64, u64));
 
+/// How an inode's open files do I/O. The kernel allows one mode at a time per inode:
+/// page-cache opens and passthrough opens must not coexist, and all passthrough opens share
+/// one backing file.
+#[derive(Debug, Default)]
+pub struct IoState {
+    pub backing: Option<SharedBacking>,
+    /// Open files served through the page cache.
+    pub cached_opens: u32,
+    /// A passthrough open wrote to the backing file: the kernel's page cache for this inode
+    /// may be stale, so the next page-cache open must not keep it.
+    pub written_behind_cache: bool,
+}
+
 /// What governs an object, decided once when it is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -92,10 +105,12 @@ pub struct Inode {
     lookups: AtomicU64,
     /// Tick of the last lookup, for trimming the table (see `InodeTable::coldest`).
     last_used: AtomicU64,
+    /// Size at the last lookup or getattr: picks the I/O mode at open without a syscall.
+    pub size_hint: std::sync::atomic::AtomicI64,
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
-    /// Passthrough backing shared by every open of this inode (kernel rule).
-    pub passthrough: Mutex<Option<SharedBacking>>,
+    /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
+    pub io: Mutex<IoState>,
 }
 
 impl Inode {
@@ -245,8 +260,9 @@ impl InodeTable {
             backing: RwLock::new(new.backing),
             lookups: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
+            size_hint: std::sync::atomic::AtomicI64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
-            passthrough: Mutex::new(None),
+            io: Mutex::new(IoState::default()),
         }
     }
 

@@ -52,19 +52,52 @@ impl Default for OverlayOptions {
     }
 }
 
+/// Regular files at least this large are served by passthrough; smaller read-only opens go
+/// through the kernel's page cache (read through us once, then served from memory, with no
+/// descriptor opened until a read actually reaches us).
+const PASSTHROUGH_MIN_SIZE: i64 = 1 << 20;
+
 /// An open file.
 struct OpenFile {
-    fd: OwnedFd,
+    /// Opened at open(2) for writers; on the first read that reaches us for page-cache
+    /// readers (a warm cache never does).
+    fd: std::sync::OnceLock<OwnedFd>,
+    lazy_flags: i32,
     inode: Arc<Inode>,
     /// Held while open: the kernel needs the backing id alive for passthrough opens.
     _backing: Option<Arc<BackingId>>,
+    /// Counted in the inode's `cached_opens`.
+    cached: bool,
     /// Opened for writing in a persistent store: flush (close) syncs it.
     durable_write: bool,
 }
 
-/// An open directory: its merged listing, taken at opendir (readdir offsets index into it).
+impl OpenFile {
+    fn fd(&self) -> Result<BorrowedFd<'_>, Errno> {
+        if self.fd.get().is_none() {
+            let src = self.inode.primary_fd().map_err(err)?;
+            let fd = sys::reopen(src.as_fd(), self.lazy_flags).map_err(err)?;
+            let _ = self.fd.set(fd); // a concurrent first read may have won: same file
+        }
+        self.fd.get().map(|f| f.as_fd()).ok_or(Errno::EIO)
+    }
+}
+
+/// An open directory: its merged listing, taken at the first readdir (offsets index into
+/// it). Built lazily because the kernel usually serves listings from its own cache and
+/// never asks.
 struct OpenDir {
-    entries: Vec<DirEntry>,
+    entries: std::sync::OnceLock<Vec<DirEntry>>,
+}
+
+impl OpenDir {
+    fn entries(&self, ov: &Overlay, dir: &Arc<Inode>) -> Result<&[DirEntry], Errno> {
+        if self.entries.get().is_none() {
+            let list = ov.list_dir(dir)?;
+            let _ = self.entries.set(list);
+        }
+        self.entries.get().map(|v| v.as_slice()).ok_or(Errno::EIO)
+    }
 }
 
 #[derive(Clone)]
@@ -699,6 +732,7 @@ impl Overlay {
     }
 
     fn attr(&self, inode: &Inode, st: &Stat) -> FileAttr {
+        inode.size_hint.store(st.st_size, Ordering::Relaxed);
         attr_of(inode.nodeid, st)
     }
 
@@ -979,50 +1013,118 @@ impl Overlay {
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
     }
 
-    /// Opens the backing file for `inode` and decides passthrough.
-    fn open_file(&self, inode: &Arc<Inode>, flags: i32) -> Result<(OwnedFd, bool), Errno> {
+    /// Opens a file: decides its I/O mode (passthrough, page cache, or direct through us)
+    /// under the kernel's rules, and the descriptor behind it.
+    fn open_inode(
+        &self,
+        inode: &Arc<Inode>,
+        flags: i32,
+        make_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> Result<(OpenFile, FopenFlags), Errno> {
         let acc = flags & libc::O_ACCMODE;
         let wants_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        let fd = if wants_write {
+        let lazy_flags = Self::open_flags(flags);
+        let eager: Option<OwnedFd> = if wants_write {
             let upper = self.writable(inode, Op::open)?;
-            sys::reopen(upper.as_fd(), Self::open_flags(flags)).map_err(err)?
+            Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?)
         } else {
-            let fd = inode.primary_fd().map_err(err)?;
-            sys::reopen(fd.as_fd(), Self::open_flags(flags)).map_err(err)?
+            None
         };
         let durable = wants_write && inode.area.store().is_some_and(|s| s.is_durable());
-        Ok((fd, durable))
+        // close(2) needs no round trip unless the data must reach persistent storage.
+        let mut fopen = if durable {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
+        };
+        let mut io = inode.io.lock();
+        let live = io
+            .backing
+            .as_ref()
+            .and_then(|(w, key)| w.upgrade().map(|b| (b, *key)));
+        let open_now = |eager: Option<OwnedFd>| -> Result<OwnedFd, Errno> {
+            match eager {
+                Some(fd) => Ok(fd),
+                None => {
+                    let src = inode.primary_fd().map_err(err)?;
+                    sys::reopen(src.as_fd(), lazy_flags).map_err(err)
+                }
+            }
+        };
+        let mut backing = None;
+        let mut cached = false;
+        let fd: Option<OwnedFd>;
+        if let Some((b, key)) = live {
+            let f = open_now(eager)?;
+            if identity_of(f.as_fd()) == Some(key) {
+                backing = Some(b);
+            } else {
+                // Another backing file is in passthrough use for this inode (opened before
+                // a copy-up): this open must avoid the page cache, so it goes through us.
+                fopen |= FopenFlags::FOPEN_DIRECT_IO;
+                self.stats.direct_opens.fetch_add(1, Ordering::Relaxed);
+            }
+            fd = Some(f);
+        } else {
+            let passthrough = self.passthrough_active()
+                && inode.kind == libc::S_IFREG
+                && io.cached_opens == 0
+                && (wants_write || inode.size_hint.load(Ordering::Relaxed) >= PASSTHROUGH_MIN_SIZE);
+            if passthrough {
+                let f = open_now(eager)?;
+                match make_backing(&f) {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        if let Some(key) = identity_of(f.as_fd()) {
+                            io.backing = Some((Arc::downgrade(&b), key));
+                        }
+                        backing = Some(b);
+                    }
+                    Err(e) => {
+                        tracing::debug!("passthrough backing refused: {e}");
+                        cached = true;
+                    }
+                }
+                fd = Some(f);
+            } else {
+                cached = true;
+                fd = eager;
+            }
+        }
+        if backing.is_some() {
+            if wants_write {
+                io.written_behind_cache = true;
+            }
+            self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+        }
+        if cached {
+            io.cached_opens += 1;
+            if !std::mem::take(&mut io.written_behind_cache) {
+                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
+        }
+        drop(io);
+        let lock = std::sync::OnceLock::new();
+        if let Some(f) = fd {
+            let _ = lock.set(f);
+        }
+        Ok((
+            OpenFile {
+                fd: lock,
+                lazy_flags,
+                inode: inode.clone(),
+                _backing: backing,
+                cached,
+                durable_write: durable,
+            },
+            fopen,
+        ))
     }
 
-    /// The passthrough backing for an open, shared by all opens of the inode; `None` when
-    /// passthrough is off, or another backing file is in use for this inode (the kernel
-    /// requires one backing file per inode; that open then goes through us instead).
-    fn backing_for(
-        &self,
-        inode: &Inode,
-        fd: &OwnedFd,
-        make: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        if !self.passthrough_active() || inode.kind != libc::S_IFREG {
-            return None;
-        }
-        let id = identity_of(fd.as_fd())?;
-        let mut slot = inode.passthrough.lock();
-        if let Some((weak, key)) = slot.as_ref()
-            && let Some(b) = weak.upgrade()
-        {
-            return (*key == id).then_some(b);
-        }
-        match make(fd) {
-            Ok(b) => {
-                let b = Arc::new(b);
-                *slot = Some((Arc::downgrade(&b), id));
-                Some(b)
-            }
-            Err(e) => {
-                tracing::debug!("passthrough backing refused: {e}");
-                None
-            }
+    fn close_file(&self, f: &OpenFile) {
+        if f.cached {
+            let mut io = f.inode.io.lock();
+            io.cached_opens = io.cached_opens.saturating_sub(1);
         }
     }
 
@@ -1373,7 +1475,7 @@ impl Filesystem for StateliteFs {
         let mut t = ov.stats.time(Op::getattr);
         let inode = tri!(t, reply, ov.inode(ino));
         let st = match fh.and_then(|fh| ov.file(fh).ok()) {
-            Some(f) => tri!(t, reply, sys::fstat(f.fd.as_fd()).map_err(err)),
+            Some(f) => tri!(t, reply, f.fd().and_then(|fd| sys::fstat(fd).map_err(err))),
             None => tri!(t, reply, ov.stat_inode(&inode)),
         };
         reply.attr(&ov.opts.ttl, &ov.attr(&inode, &st));
@@ -1403,9 +1505,9 @@ impl Filesystem for StateliteFs {
         let upper = tri!(t, reply, ov.writable(&inode, Op::setattr));
         if let Some(size) = size {
             let r = match fh.and_then(|fh| ov.file(fh).ok()) {
-                Some(f) => {
-                    nix::unistd::ftruncate(f.fd.as_fd(), size as i64).map_err(|e| errno(e as i32))
-                }
+                Some(f) => f.fd().and_then(|fd| {
+                    nix::unistd::ftruncate(fd, size as i64).map_err(|e| errno(e as i32))
+                }),
                 None => sys::reopen(upper.as_fd(), libc::O_WRONLY)
                     .map_err(err)
                     .and_then(|fd| {
@@ -1752,41 +1854,16 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::open);
         let inode = tri!(t, reply, ov.inode(ino));
-        let (fd, durable) = tri!(t, reply, ov.open_file(&inode, flags.0));
+        let (file, fopen) = tri!(
+            t,
+            reply,
+            ov.open_inode(&inode, flags.0, |f| reply.open_backing(f.as_fd()))
+        );
         let fh = ov.new_handle();
-        let backing = ov.backing_for(&inode, &fd, |f| reply.open_backing(f.as_fd()));
-        // close(2) needs no round trip unless the data must reach persistent storage.
-        let mut fopen = if durable {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_NOFLUSH
-        };
-        if backing.is_none()
-            && inode
-                .passthrough
-                .lock()
-                .as_ref()
-                .is_some_and(|(w, _)| w.strong_count() > 0)
-        {
-            // Another backing file is in passthrough use for this inode: this open must
-            // not use the page cache (kernel rule), so it goes through us uncached.
-            fopen |= FopenFlags::FOPEN_DIRECT_IO;
-            ov.stats.direct_opens.fetch_add(1, Ordering::Relaxed);
-        } else if backing.is_none() {
-            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        let file = Arc::new(OpenFile {
-            fd,
-            inode: inode.clone(),
-            _backing: backing.clone(),
-            durable_write: durable,
-        });
-        ov.files.lock().insert(fh, file);
+        let backing = file._backing.clone();
+        ov.files.lock().insert(fh, Arc::new(file));
         match backing {
-            Some(b) => {
-                ov.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                reply.opened_passthrough(FileHandle(fh), fopen, &b)
-            }
+            Some(b) => reply.opened_passthrough(FileHandle(fh), fopen, &b),
             None => reply.opened(FileHandle(fh), fopen),
         }
     }
@@ -1805,10 +1882,11 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::read);
         let f = tri!(t, reply, ov.file(fh));
+        let fd = tri!(t, reply, f.fd());
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
-            match sys::pread(f.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+            match sys::pread(fd, &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -1840,7 +1918,8 @@ impl Filesystem for StateliteFs {
         let n = tri!(
             t,
             reply,
-            sys::pwrite(f.fd.as_fd(), data, offset).map_err(err)
+            f.fd()
+                .and_then(|fd| sys::pwrite(fd, data, offset).map_err(err))
         );
         reply.written(n as u32);
     }
@@ -1858,7 +1937,11 @@ impl Filesystem for StateliteFs {
         let f = tri!(t, reply, ov.file(fh));
         if f.durable_write {
             // Persistent data reaches the store before close(2) returns.
-            tri!(t, reply, sys::fsync(f.fd.as_fd(), true).map_err(err));
+            tri!(
+                t,
+                reply,
+                f.fd().and_then(|fd| sys::fsync(fd, true).map_err(err))
+            );
         }
         reply.ok();
     }
@@ -1875,7 +1958,9 @@ impl Filesystem for StateliteFs {
     ) {
         let _t = self.0.stats.time(Op::release);
         let f = self.0.files.lock().remove(&fh.0);
-        drop(f);
+        if let Some(f) = f {
+            self.0.close_file(&f);
+        }
         reply.ok();
     }
 
@@ -1890,7 +1975,11 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fsync);
         let f = tri!(t, reply, ov.file(fh));
-        tri!(t, reply, sys::fsync(f.fd.as_fd(), datasync).map_err(err));
+        tri!(
+            t,
+            reply,
+            f.fd().and_then(|fd| sys::fsync(fd, datasync).map_err(err))
+        );
         reply.ok();
     }
 
@@ -1903,9 +1992,13 @@ impl Filesystem for StateliteFs {
             reply.error(Errno::ENOTDIR);
             return;
         }
-        let entries = tri!(t, reply, ov.list_dir(&inode));
         let fh = ov.new_handle();
-        ov.dirs.lock().insert(fh, Arc::new(OpenDir { entries }));
+        ov.dirs.lock().insert(
+            fh,
+            Arc::new(OpenDir {
+                entries: std::sync::OnceLock::new(),
+            }),
+        );
         // The kernel may keep the listing cached across opens: every change to a directory
         // goes through us (the kernel then drops its copy) or comes with an image update
         // (we invalidate).
@@ -1918,19 +2011,21 @@ impl Filesystem for StateliteFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readdir);
+        let dir = tri!(t, reply, ov.inode(ino));
         let d = tri!(
             t,
             reply,
             ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
         );
-        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+        let entries = tri!(t, reply, d.entries(ov, &dir));
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
                 INodeNo(e.ino),
                 (i + 1) as u64,
@@ -1959,7 +2054,8 @@ impl Filesystem for StateliteFs {
             reply,
             ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
         );
-        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+        let entries = tri!(t, reply, d.entries(ov, &dir));
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
                 continue; // vanished since opendir
             };
@@ -2145,46 +2241,27 @@ impl Filesystem for StateliteFs {
                 sys::create_at(d, n, libc::O_WRONLY | libc::O_EXCL, mode).map(drop)
             })
         );
-        let upper = tri!(
+        // O_CREAT and O_EXCL were honoured creating it; it is new, so O_TRUNC is moot.
+        let (file, fopen) = tri!(
             t,
             reply,
-            inode.upper().map_err(err).and_then(|u| u.ok_or(Errno::EIO))
+            ov.open_inode(&inode, flags & !libc::O_TRUNC, |f| reply
+                .open_backing(f.as_fd()))
         );
-        let fd = tri!(
-            t,
-            reply,
-            sys::reopen(upper.as_fd(), Overlay::open_flags(flags) & !libc::O_TRUNC).map_err(err)
-        );
-        let durable = inode.area.store().is_some_and(|s| s.is_durable());
         let fh = ov.new_handle();
-        let backing = ov.backing_for(&inode, &fd, |f| reply.open_backing(f.as_fd()));
-        let file = Arc::new(OpenFile {
-            fd,
-            inode: inode.clone(),
-            _backing: backing.clone(),
-            durable_write: durable,
-        });
-        ov.files.lock().insert(fh, file);
+        let backing = file._backing.clone();
+        ov.files.lock().insert(fh, Arc::new(file));
         let attr = ov.attr(&inode, &st);
         match backing {
-            Some(b) => {
-                ov.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                reply.created_passthrough(
-                    &ov.opts.ttl,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                    &b,
-                )
-            }
-            None => reply.created(
+            Some(b) => reply.created_passthrough(
                 &ov.opts.ttl,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                fopen,
+                &b,
             ),
+            None => reply.created(&ov.opts.ttl, &attr, Generation(0), FileHandle(fh), fopen),
         }
     }
 
@@ -2215,9 +2292,10 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fallocate);
         let f = tri!(t, reply, ov.file(fh));
+        let fd = tri!(t, reply, f.fd());
         let r = unsafe {
             libc::fallocate(
-                f.fd.as_raw_fd(),
+                fd.as_raw_fd(),
                 mode,
                 offset as libc::off_t,
                 length as libc::off_t,
@@ -2243,7 +2321,8 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::lseek);
         let f = tri!(t, reply, ov.file(fh));
-        let r = unsafe { libc::lseek(f.fd.as_raw_fd(), offset as libc::off_t, whence) };
+        let fd = tri!(t, reply, f.fd());
+        let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
         if r < 0 {
             t.failed = true;
             reply.error(err(io::Error::last_os_error()));

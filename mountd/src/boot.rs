@@ -1370,7 +1370,9 @@ fn serve_root(
         let ctl = control::Control {
             overlay: overlay.clone(),
             reload: Some(reload),
-            log: Some(sl.join("statelite.log")),
+            log: std::fs::File::open(sl.join("statelite.log"))
+                .ok()
+                .map(std::sync::Arc::new),
         };
         control::serve(sl.join("control.sock"), ctl)
             .map_err(io_err("control socket", &sl.join("control.sock")))?;

@@ -41,8 +41,9 @@ pub type Reloader = Arc<dyn Fn() -> Result<RuleSet, String> + Send + Sync>;
 pub struct Control {
     pub overlay: Arc<Overlay>,
     pub reload: Option<Reloader>,
-    /// The daemon's log file, for `litectl log`.
-    pub log: Option<PathBuf>,
+    /// The daemon's log file, for `litectl log`: a descriptor opened at start, because
+    /// after switch_root the daemon's paths no longer lead anywhere.
+    pub log: Option<Arc<std::fs::File>>,
 }
 
 /// Starts serving on `path` in a background thread.
@@ -100,15 +101,15 @@ fn answer(ctl: &Control, req: &Request) -> Value {
         },
         "log" => match &ctl.log {
             None => json!({"error": "this daemon logs to stderr only (started without --log)"}),
-            Some(p) => match std::fs::read(p) {
+            Some(f) => match read_all_at(f) {
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
                     let lines: Vec<&str> = text.lines().collect();
                     let n = req.lines.unwrap_or(50).min(10_000);
                     let tail = &lines[lines.len().saturating_sub(n)..];
-                    json!({"log": p, "lines": tail})
+                    json!({"lines": tail})
                 }
-                Err(e) => json!({"error": format!("cannot read {}: {e}", p.display())}),
+                Err(e) => json!({"error": format!("cannot read the log: {e}")}),
             },
         },
         "status" => status(ov),
@@ -150,6 +151,23 @@ fn answer(ctl: &Control, req: &Request) -> Value {
         "stats" => serde_json::to_value(ov.stats.snapshot()).unwrap_or(Value::Null),
         other => json!({"error": format!("unknown command {other:?}")}),
     }
+}
+
+/// The last 4 MiB of a file, read by offset (the file may be appended to meanwhile).
+fn read_all_at(f: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(4 << 20);
+    let mut buf = vec![0u8; (len - start) as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], start + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
 }
 
 fn status(ov: &Overlay) -> Value {

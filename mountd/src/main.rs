@@ -333,7 +333,19 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         let ctl = control::Control {
             overlay: mounted.overlay.clone(),
             reload: Some(reload),
-            log: args.log.clone(),
+            log: args
+                .log
+                .as_deref()
+                .and_then(|p| {
+                    // Created now: the daemon only switches its stderr to it once ready.
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .read(true)
+                        .open(p)
+                        .ok()
+                })
+                .map(std::sync::Arc::new),
         };
         control::serve(sock.clone(), ctl)
             .map_err(|e| format!("control socket {}: {e}", sock.display()))?;

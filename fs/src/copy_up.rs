@@ -108,6 +108,10 @@ pub fn copy_object(
             _ => sys::mknod_at(dir, &tmp, st.st_mode & libc::S_IFMT | 0o600, st.st_rdev)?,
         }
         let fd = sys::open_at(dir, &tmp, libc::O_PATH)?;
+        if sys::is_whiteout(st) {
+            // A real 0:0 device from the origin must not turn into a whiteout.
+            sys::set_xattr(fd.as_fd(), sys::DEVICE_MARK, b"", 0)?;
+        }
         copy_attrs(src, st, fd.as_fd())?;
         sys::rename_at(dir, &tmp, dir, name, 0)?;
         Ok(fd)

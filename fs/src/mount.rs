@@ -91,6 +91,9 @@ fn raise_fd_limit() {
 
 pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     raise_fd_limit();
+    // The kernel already applied the client's umask to every mode we receive; the daemon's
+    // own must not mask it again (mkdir 0777 under umask 0 must give 0777).
+    unsafe { libc::umask(0) };
     let layers = LayerStack::open(cfg.layers.clone())?;
     let overlay = Overlay::new(rules, layers, cfg.options.clone()).map_err(MountError::Setup)?;
     let mut config = Config::default();

@@ -221,6 +221,12 @@ fn attr_of(nodeid: u64, st: &Stat) -> FileAttr {
     }
 }
 
+/// Extended attributes the daemon keeps for itself (device marks): never shown to clients,
+/// never changed by them.
+fn is_internal_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.statelite.")
+}
+
 fn name_cstr(name: &OsStr) -> Result<CString, Errno> {
     if name.len() > 255 {
         return Err(Errno::ENAMETOOLONG);
@@ -501,7 +507,7 @@ impl Overlay {
                 match sys::open_beneath(root, &rel, libc::O_PATH) {
                     Ok(fd) => {
                         let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                        if sys::is_whiteout(&st) {
+                        if sys::is_whiteout_fd(fd.as_fd(), &st) {
                             return Ok(None);
                         }
                         return Ok(Some(Resolved {
@@ -522,7 +528,7 @@ impl Overlay {
                     Some(pu) => match open_child(pu.as_fd(), name)? {
                         Some(fd) => {
                             let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                            if sys::is_whiteout(&st) {
+                            if sys::is_whiteout_fd(fd.as_fd(), &st) {
                                 return Ok(None);
                             }
                             Some(fd)
@@ -595,7 +601,7 @@ impl Overlay {
             match sys::open_beneath(root, &rel, libc::O_PATH) {
                 Ok(fd) => {
                     let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                    if sys::is_whiteout(&st) {
+                    if sys::is_whiteout_fd(fd.as_fd(), &st) {
                         return Ok(None);
                     }
                     upper = Some(fd);
@@ -867,7 +873,7 @@ impl Overlay {
                 if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
                     let c = CString::new(name.clone()).map_err(|_| Errno::EIO)?;
                     if let Ok(st) = sys::stat_at(u.as_fd(), &c)
-                        && sys::is_whiteout(&st)
+                        && sys::is_whiteout_at(u.as_fd(), &c, &st)
                     {
                         hidden.insert(name);
                         continue;
@@ -1346,7 +1352,7 @@ impl StateliteFs {
             return Err(Errno::EEXIST);
         }
         // A whiteout at the name (the origin's entry was deleted) is replaced in place.
-        let whiteout = matches!(sys::stat_at(dir.as_fd(), name), Ok(st) if sys::is_whiteout(&st));
+        let whiteout = matches!(sys::stat_at(dir.as_fd(), name), Ok(st) if sys::is_whiteout_at(dir.as_fd(), name, &st));
         sys::as_caller(req.uid(), req.gid(), || {
             if whiteout {
                 sys::unlink_at(dir.as_fd(), name, 0)?;
@@ -1574,12 +1580,19 @@ impl Filesystem for StateliteFs {
         let (inode, st) = tri!(
             t,
             reply,
-            self.create_object(req, &parent, &name, Op::mknod, |d, n| sys::mknod_at(
-                d,
-                n,
-                mode,
-                rdev as libc::dev_t
-            ))
+            self.create_object(req, &parent, &name, Op::mknod, |d, n| {
+                sys::mknod_at(d, n, mode, rdev as libc::dev_t)?;
+                // A 0:0 character device is also our whiteout: mark it as a real device
+                // (a store without trusted xattrs cannot hold one: EPERM, as overlayfs).
+                if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+                    let fd = sys::open_at(d, n, libc::O_PATH)?;
+                    if sys::set_xattr(fd.as_fd(), sys::DEVICE_MARK, b"", 0).is_err() {
+                        let _ = sys::unlink_at(d, n, 0);
+                        return Err(io::Error::from_raw_os_error(libc::EPERM));
+                    }
+                }
+                Ok(())
+            })
         );
         self.entry(reply, &inode, &st);
     }
@@ -1828,8 +1841,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.copy_up(&inode));
-        let whiteout =
-            matches!(sys::stat_at(dir.as_fd(), &newname), Ok(st) if sys::is_whiteout(&st));
+        let whiteout = matches!(sys::stat_at(dir.as_fd(), &newname), Ok(st) if sys::is_whiteout_at(dir.as_fd(), &newname, &st));
         if whiteout {
             tri!(
                 t,
@@ -2153,6 +2165,11 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::setxattr);
         let inode = tri!(t, reply, ov.inode(ino));
+        if is_internal_xattr(name.as_bytes()) {
+            t.failed = true;
+            reply.error(Errno::EPERM);
+            return;
+        }
         let upper = tri!(t, reply, ov.writable(&inode, Op::setxattr));
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(
@@ -2167,6 +2184,11 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::getxattr);
         let inode = tri!(t, reply, ov.inode(ino));
+        if is_internal_xattr(name.as_bytes()) {
+            t.failed = true;
+            reply.error(Errno::NO_XATTR);
+            return;
+        }
         let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         let value = tri!(t, reply, sys::get_xattr(fd.as_fd(), &name).map_err(err));
@@ -2186,6 +2208,12 @@ impl Filesystem for StateliteFs {
         let inode = tri!(t, reply, ov.inode(ino));
         let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let list = tri!(t, reply, sys::list_xattrs(fd.as_fd()).map_err(err));
+        let list: Vec<u8> = list
+            .split_inclusive(|&b| b == 0)
+            .filter(|n| !is_internal_xattr(n))
+            .flatten()
+            .copied()
+            .collect();
         if size == 0 {
             reply.size(list.len() as u32);
         } else if list.len() > size as usize {
@@ -2200,6 +2228,11 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::removexattr);
         let inode = tri!(t, reply, ov.inode(ino));
+        if is_internal_xattr(name.as_bytes()) {
+            t.failed = true;
+            reply.error(Errno::EPERM);
+            return;
+        }
         let upper = tri!(t, reply, ov.writable(&inode, Op::removexattr));
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(

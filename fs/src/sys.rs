@@ -442,6 +442,26 @@ pub fn is_whiteout(st: &Stat) -> bool {
     file_type(st.st_mode) == libc::S_IFCHR && st.st_rdev == 0
 }
 
+/// Marks a client-made (or image) 0:0 character device in a store: it is a real device,
+/// not a whiteout.
+pub const DEVICE_MARK: &CStr = c"trusted.statelite.device";
+
+/// A whiteout, given an `O_PATH` descriptor of the entry: a 0:0 chardev without the mark.
+pub fn is_whiteout_fd(fd: BorrowedFd<'_>, st: &Stat) -> bool {
+    is_whiteout(st) && get_xattr(fd, DEVICE_MARK).is_err()
+}
+
+/// A whiteout at `dir/name` (lstat'ed as `st`).
+pub fn is_whiteout_at(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> bool {
+    if !is_whiteout(st) {
+        return false;
+    }
+    match open_at(dir, name, libc::O_PATH) {
+        Ok(fd) => is_whiteout_fd(fd.as_fd(), st),
+        Err(_) => true,
+    }
+}
+
 pub fn borrowed(fd: &impl AsFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }

@@ -247,7 +247,7 @@ fn walk(
         let Ok(st) = sys::stat_at(dir, &c) else {
             continue;
         };
-        if sys::is_whiteout(&st) {
+        if sys::is_whiteout_at(dir, &c, &st) {
             out.push(Change {
                 path,
                 store,

@@ -140,7 +140,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("statelite-mountd: {e}");
+            if !e.is_empty() {
+                eprintln!("statelite-mountd: {e}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -209,14 +211,14 @@ fn print_cmdline(line: Option<String>) -> Result<(), String> {
     Ok(())
 }
 
-fn load_rules(args: &MountArgs) -> Result<RuleSet, String> {
-    let rows = read_litefile(&args.litefile).map_err(|e| e.to_string())?;
-    let rules = RuleSet::for_image(&rows, &args.image_name);
+fn load_rules(litefile: &std::path::Path, image_name: &str) -> Result<RuleSet, String> {
+    let rows = read_litefile(litefile).map_err(|e| e.to_string())?;
+    let rules = RuleSet::for_image(&rows, image_name);
     if !rules.violations().is_empty() {
         let list: Vec<String> = rules
             .violations()
             .iter()
-            .map(|v| format!("  {}: {v}", args.litefile.display()))
+            .map(|v| format!("  {}: {v}", litefile.display()))
             .collect();
         return Err(format!(
             "the litefile breaks statelite's rules; fix these rows first:\n{}",
@@ -228,7 +230,7 @@ fn load_rules(args: &MountArgs) -> Result<RuleSet, String> {
 
 /// Symlink mode: the xCAT-style root is a set of kernel mounts; nothing stays running.
 fn run_symlink(args: &MountArgs) -> Result<(), String> {
-    let rules = load_rules(args)?;
+    let rules = load_rules(&args.litefile, &args.image_name)?;
     let cfg = SymlinkConfig {
         image: args.image.clone(),
         rules,
@@ -289,7 +291,6 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     if args.mode == Mode::Symlink {
         return run_symlink(&args);
     }
-    let rules = load_rules(&args)?;
     let cfg = MountConfig {
         layers: LayerPaths {
             image: args.image.clone(),
@@ -314,16 +315,38 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     } else {
         Some(daemonize()?)
     };
-    let mounted = match mount::mount(rules, &cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            let msg = e.to_string();
-            if let Some(fd) = ready {
+    // The litefile is read while the kernel mount and FUSE handshake happen, so the time
+    // to a ready root does not grow with the number of entries. No request is served
+    // before the rules are installed below (the session loop starts in `run`).
+    let rules_job = {
+        let (litefile, image_name) = (args.litefile.clone(), args.image_name.clone());
+        std::thread::Builder::new()
+            .name("rules".into())
+            .spawn(move || load_rules(&litefile, &image_name))
+            .map_err(|e| format!("cannot start: {e}"))?
+    };
+    // Errors go to the waiting parent, which prints them; the child then exits quietly.
+    let fail = |msg: String, ready: Option<OwnedFd>| -> Result<(), String> {
+        match ready {
+            Some(fd) => {
                 let _ = nix::unistd::write(&fd, msg.as_bytes());
+                Err(String::new())
             }
-            return Err(msg);
+            None => Err(msg),
         }
     };
+    let mounted = match mount::mount(RuleSet::for_image(&[], &args.image_name), &cfg) {
+        Ok(m) => m,
+        Err(e) => return fail(e.to_string(), ready),
+    };
+    let rules = match rules_job.join() {
+        Ok(Ok(rules)) => rules,
+        Ok(Err(msg)) => return fail(msg, ready), // dropping `mounted` unmounts
+        Err(_) => return fail("reading the litefile failed".into(), ready),
+    };
+    if let Err(msg) = mounted.overlay.reload(rules) {
+        return fail(msg, ready);
+    }
     if let Some(sock) = &args.control {
         let reload_args = (args.litefile.clone(), args.image_name.clone());
         let reload: control::Reloader = std::sync::Arc::new(move || {

@@ -235,3 +235,28 @@ fn read_only_persistent_store_gives_erofs_and_keeps_what_was_stored() {
     alive(&fx);
     fx.umount();
 }
+
+#[test]
+fn a_users_zero_device_is_not_a_whiteout_and_internal_marks_stay_internal() {
+    let mut fx = Fixture::new(RULES);
+    fs::create_dir_all(fx.p("img/tmp")).unwrap();
+    write(&fx.p("img/tmp/in-image"), "x");
+    fx.mount();
+    let (ok, out) = fx.sh("umask 0 && mknod tmp/c00 c 0 0 && mkdir tmp/d && touch tmp/f && ls tmp && stat -c '%a %n' tmp/d tmp/f");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("c00\n") && out.contains("777 tmp/d") && out.contains("666 tmp/f"),
+        "{out}"
+    );
+    let (ok, out) = fx.sh("getfattr -d -m - tmp/c00; setfattr -x trusted.statelite.device tmp/c00");
+    assert!(
+        !ok && !out.contains("trusted.statelite") && out.contains("not permitted"),
+        "{out}"
+    );
+    let (ok, out) = fx.sh("rm tmp/c00 tmp/in-image && ls -A tmp");
+    assert!(
+        ok && !out.contains("c00") && !out.contains("in-image"),
+        "{out}"
+    );
+    alive(&fx);
+}

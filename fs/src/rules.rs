@@ -387,21 +387,21 @@ impl RuleSet {
             trie: vec![TrieEntry::default()],
             violations,
         };
-        for i in 0..set.rules.len() {
+        let trie = &mut set.trie;
+        for (i, rule) in set.rules.iter().enumerate() {
             let mut node = 0u32;
-            let path = set.rules[i].path.clone();
-            for comp in path.components() {
-                node = match set.trie[node as usize].children.get(comp) {
+            for comp in rule.path.components() {
+                node = match trie[node as usize].children.get(comp) {
                     Some(&n) => n,
                     None => {
-                        let n = set.trie.len() as u32;
-                        set.trie.push(TrieEntry::default());
-                        set.trie[node as usize].children.insert(comp.into(), n);
+                        let n = trie.len() as u32;
+                        trie.push(TrieEntry::default());
+                        trie[node as usize].children.insert(comp.into(), n);
                         n
                     }
                 };
             }
-            set.trie[node as usize].rule = Some(RuleId(i as u32));
+            trie[node as usize].rule = Some(RuleId(i as u32));
         }
         set.validate();
         set

@@ -328,29 +328,25 @@ impl Parser<'_> {
                 let start_line = self.line;
                 self.pos += 1;
                 loop {
-                    match self.peek() {
-                        None => {
-                            return Err(self.err(
-                                start_line,
-                                Some((n, name)),
-                                "unterminated quoted value (expected a closing '\"')".into(),
-                            ));
-                        }
-                        Some(b'"') if self.bytes.get(self.pos + 1) == Some(&b'"') => {
-                            value.push(b'"');
-                            self.pos += 2;
-                        }
-                        Some(b'"') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            if c == b'\n' {
-                                self.line += 1;
-                            }
-                            value.push(c);
-                            self.pos += 1;
-                        }
+                    // Copy up to the next quote in one go; count the line breaks inside.
+                    let rest = &self.bytes[self.pos..];
+                    let Some(q) = rest.iter().position(|&b| b == b'"') else {
+                        return Err(self.err(
+                            start_line,
+                            Some((n, name)),
+                            "unterminated quoted value (expected a closing '\"')".into(),
+                        ));
+                    };
+                    let chunk = &rest[..q];
+                    self.line += chunk.iter().filter(|&&b| b == b'\n').count();
+                    value.extend_from_slice(chunk);
+                    self.pos += q;
+                    if self.bytes.get(self.pos + 1) == Some(&b'"') {
+                        value.push(b'"');
+                        self.pos += 2;
+                    } else {
+                        self.pos += 1;
+                        break;
                     }
                 }
             }

@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// afterwards, to look around. The root is unmounted in any case.
     #[arg(long)]
     pub keep: bool,
+    /// Boot a real node instead: qemu PXE-boots a Debian 12 image from the files nodeset
+    /// wrote, with its console on stdout (see tests/e2e/setup.sh for what it needs).
+    #[arg(long)]
+    pub boot: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,13 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
 
 impl DemoArgs {
     pub fn run(&self) -> Result<ExitCode, DemoError> {
+        if self.boot {
+            crate::bootlab::demo_boot(self.keep).map_err(|detail| DemoError::Command {
+                cmd: "statelite demo --boot".into(),
+                detail,
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
         preflight()?;
         let mountd = find_mountd()?;
         install_interrupt_handler();

@@ -54,6 +54,8 @@ enum Command {
     Liteimg(statelite_tools::liteimg::LiteimgArgs),
     /// Tell running nodes the image changed: bump its generation so their caches refresh.
     Imgupdate(statelite_tools::liteimg::LiteimgArgs),
+    /// Build a statelite initramfs (static mountd, litectl, busybox, modules, /init).
+    Mkinitrd(statelite_tools::mkinitrd::MkinitrdArgs),
     /// Write PXE/grub2/yaboot boot files: nodeset <noderange> statelite[=<image>]
     Nodeset(statelite_tools::nodeset::NodesetArgs),
     /// Run the query service nodes use at boot (XCAT=<host>:<port>).
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Imgupdate(args) => {
             statelite_tools::imgupdate::run_cli(&args, tables).map(|()| ExitCode::SUCCESS)
         }
+        Command::Mkinitrd(args) => args.run(tables),
         Command::Nodeset(args) => args.run(tables).map_err(|e| e.to_string()),
         Command::Serve(args) => args.run(tables),
         Command::Demo(args) => args.run().map_err(|e| e.to_string()),

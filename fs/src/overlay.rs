@@ -37,6 +37,8 @@ pub struct OverlayOptions {
     pub ttl: Duration,
     /// Use FUSE passthrough for regular files when the kernel offers it.
     pub passthrough: bool,
+    /// Let the kernel open directories without asking us (see `opendir`).
+    pub no_opendir: bool,
     /// Inodes kept before the coldest are handed back to the kernel for forgetting: this
     /// bounds the daemon's memory however large the tree the node walks.
     pub max_inodes: usize,
@@ -48,6 +50,7 @@ impl Default for OverlayOptions {
             ttl: Duration::from_secs(24 * 3600),
             passthrough: true,
             max_inodes: 65536,
+            no_opendir: true,
         }
     }
 }
@@ -154,6 +157,9 @@ pub struct Overlay {
     /// Negative entries the kernel caches in read-only areas, so an image update can
     /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
     negatives: Mutex<lru::LruCache<(u64, CString), ()>>,
+    /// Directory listings for readdir without a handle (the kernel opens directories
+    /// without asking us, see `opendir`), by node id; rebuilt whenever a read starts at 0.
+    listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
     pub notifier: RwLock<Option<fuser::Notifier>>,
     /// Invalidations queued for the background thread (never sent from a request thread,
     /// where the kernel may hold the very directory lock the notification needs).
@@ -281,6 +287,9 @@ impl Overlay {
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            listings: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(1024).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
             notifier: RwLock::new(None),
             inval_tx: tx,
@@ -990,6 +999,29 @@ impl Overlay {
             }
         }
         Ok(entries)
+    }
+
+    /// The listing a readdir at `offset` reads: a fresh one when a read starts at 0 (the
+    /// kernel only asks when its own cached copy is gone), else the one being read.
+    fn listing(
+        &self,
+        dir: &Arc<Inode>,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<Vec<DirEntry>>, Errno> {
+        if fh.0 != 0
+            && let Some(d) = self.dirs.lock().get(&fh.0).cloned()
+        {
+            return d.entries(self, dir).map(|e| Arc::new(e.to_vec()));
+        }
+        if offset > 0
+            && let Some(l) = self.listings.lock().get(&dir.nodeid)
+        {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(self.list_dir(dir)?);
+        self.listings.lock().put(dir.nodeid, l.clone());
+        Ok(l)
     }
 
     fn is_empty_dir(&self, dir: &Arc<Inode>) -> Result<bool, Errno> {
@@ -2004,6 +2036,14 @@ impl Filesystem for StateliteFs {
             reply.error(Errno::ENOTDIR);
             return;
         }
+        // Directories need no open state here: answered ENOSYS once, the kernel stops
+        // sending OPENDIR/RELEASEDIR (two round trips per directory read) and keeps
+        // listings in its cache by default; readdir then comes without a handle and is
+        // served from `listing`.
+        if ov.opts.no_opendir {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let fh = ov.new_handle();
         ov.dirs.lock().insert(
             fh,
@@ -2031,12 +2071,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readdir);
         let dir = tri!(t, reply, ov.inode(ino));
-        let d = tri!(
-            t,
-            reply,
-            ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
-        );
-        let entries = tri!(t, reply, d.entries(ov, &dir));
+        let entries = tri!(t, reply, ov.listing(&dir, fh, offset));
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
                 INodeNo(e.ino),
@@ -2061,12 +2096,7 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readdirplus);
         let dir = tri!(t, reply, ov.inode(ino));
-        let d = tri!(
-            t,
-            reply,
-            ov.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
-        );
-        let entries = tri!(t, reply, d.entries(ov, &dir));
+        let entries = tri!(t, reply, ov.listing(&dir, fh, offset));
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
                 continue; // vanished since opendir

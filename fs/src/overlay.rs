@@ -1380,7 +1380,13 @@ impl StateliteFs {
     ) -> Result<(Arc<Inode>, Stat), Errno> {
         let ov = &self.0;
         let (_, area, dir) = ov.writable_child(parent, name, op)?;
-        if ov.resolve(parent, name)?.is_some() {
+        // Only a name the origin might hold needs resolving first; in a directory that
+        // exists only in the store, the exclusive create below reports EEXIST itself.
+        let store_only =
+            parent.area.store().is_some() && !parent.has_lower() && parent.epoch == ov.rs().epoch;
+        let entering_rule =
+            matches!(area, Area::Store { rule: Some(_), .. }) && parent.area.rule() != area.rule();
+        if (!store_only || entering_rule) && ov.resolve(parent, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
         // A whiteout at the name (the origin's entry was deleted) is replaced in place.

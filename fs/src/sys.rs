@@ -367,6 +367,9 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8, u64)>> {
 /// daemon creates get the right owner and setgid-directory inheritance from the kernel.
 /// (fsuid is per thread on Linux; the request threads never share one mid-request.)
 pub fn as_caller<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    if uid == 0 && gid == 0 {
+        return f(); // already the daemon's own identity: no switch needed
+    }
     struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -656,6 +656,7 @@ fn reload_applies_an_edited_litefile_live() {
     assert_eq!(errno_of(fs::write(fx.m("opt/app/conf"), "x")), libc::EROFS);
     let mut open_in_tmp = fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .open(fx.m("tmp/held"))
         .unwrap();

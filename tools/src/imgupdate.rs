@@ -18,7 +18,11 @@ pub fn read_generation(root: &Path) -> Result<u64, String> {
     let file = root.join(GENERATION_FILE);
     match std::fs::read_to_string(&file) {
         Ok(text) => text.trim().parse::<u64>().map_err(|_| {
-            format!("{}: expected a generation number, found {:?}", file.display(), text.trim())
+            format!(
+                "{}: expected a generation number, found {:?}",
+                file.display(),
+                text.trim()
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(format!("cannot read {}: {e}", file.display())),
@@ -35,7 +39,8 @@ pub fn bump_generation(root: &Path) -> Result<u64, String> {
         .ok_or("generation counter overflow")?;
     let file = root.join(GENERATION_FILE);
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     write_file_atomic(&file, format!("{next}\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
@@ -46,7 +51,10 @@ pub fn bump_generation(root: &Path) -> Result<u64, String> {
 pub fn run_cli(args: &LiteimgArgs, tables: &Path) -> Result<(), String> {
     let (image, root) = resolve_image(args, tables)?;
     let generation = bump_generation(&root)?;
-    println!("{image}: generation {generation} ({}); nodes pick it up within their check interval", root.display());
+    println!(
+        "{image}: generation {generation} ({}); nodes pick it up within their check interval",
+        root.display()
+    );
     Ok(())
 }
 
@@ -60,11 +68,17 @@ mod tests {
         assert_eq!(read_generation(d.path()).unwrap(), 0);
         assert_eq!(bump_generation(d.path()).unwrap(), 1);
         assert_eq!(bump_generation(d.path()).unwrap(), 2);
-        assert_eq!(std::fs::read_to_string(d.path().join(GENERATION_FILE)).unwrap(), "2\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(GENERATION_FILE)).unwrap(),
+            "2\n"
+        );
         std::fs::write(d.path().join(GENERATION_FILE), "two\n").unwrap();
         let e = bump_generation(d.path()).unwrap_err();
         assert!(e.contains("expected a generation number"), "{e}");
-        assert_eq!(std::fs::read_to_string(d.path().join(GENERATION_FILE)).unwrap(), "two\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(GENERATION_FILE)).unwrap(),
+            "two\n"
+        );
         assert!(bump_generation(&d.path().join("missing")).is_err());
     }
 }

@@ -13,7 +13,7 @@ pub mod demo;
 pub mod imgupdate;
 pub mod liteimg;
 pub mod mkinitrd;
-pub mod nodeset;
 pub mod noderange;
+pub mod nodeset;
 pub mod serve;
 pub mod vars;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 enum Item {
     /// A mount point; `mountd` set: unmount with `statelite-mountd umount` first.
-    Mount { path: PathBuf, mountd: Option<PathBuf> },
+    Mount {
+        path: PathBuf,
+        mountd: Option<PathBuf>,
+    },
     /// A process we spawned (a foreground FUSE daemon).
     Proc { child: Child, what: String },
     /// A work directory to remove at the very end.
@@ -129,7 +132,10 @@ fn stop_child(child: &mut Child, what: &str) {
 pub fn is_mounted(path: &Path) -> bool {
     let want = path.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        })
         .unwrap_or(false)
 }
 
@@ -145,11 +151,15 @@ pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 fn umount2(path: &Path, flags: i32) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::ErrorKind::InvalidInput)?;
     if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
         Ok(())
     } else {

@@ -77,7 +77,12 @@ fn pick_size(rng: &mut Rng) -> usize {
 
 /// Builds the image at `root` (must not exist). `files` synthetic files below usr/,
 /// `big_size` bytes in the big file.
-pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) -> std::io::Result<()> {
+pub fn build(
+    root: &Path,
+    files: usize,
+    big_size: u64,
+    redhat_litefile: &str,
+) -> std::io::Result<()> {
     fs::create_dir_all(root)?;
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut buf = Vec::new();
@@ -89,8 +94,8 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
     let mut copied = 0;
     for name in [
         "true", "false", "ls", "cat", "cp", "mv", "env", "sleep", "echo", "date", "id", "uname",
-        "head", "tail", "wc", "sort", "grep", "sed", "stat", "touch", "mkdir", "rm", "ln",
-        "chmod", "tr", "cut", "dirname", "basename", "readlink", "md5sum",
+        "head", "tail", "wc", "sort", "grep", "sed", "stat", "touch", "mkdir", "rm", "ln", "chmod",
+        "tr", "cut", "dirname", "basename", "readlink", "md5sum",
     ] {
         for dir in ["/usr/bin", "/bin"] {
             let src = Path::new(dir).join(name);
@@ -106,14 +111,23 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
         }
     }
     if !bin.join("true").exists() {
-        return Err(std::io::Error::other("no ELF /usr/bin/true on the host to copy"));
+        return Err(std::io::Error::other(
+            "no ELF /usr/bin/true on the host to copy",
+        ));
     }
     let _ = copied;
 
     // Shares of the synthetic files.
     let n = |pct: usize| (files * pct / 100).max(1);
     let mut made = 0usize;
-    fn mk(dir: &Path, name: String, rng: &mut Rng, buf: &mut Vec<u8>, size: Option<usize>, made: &mut usize) -> std::io::Result<()> {
+    fn mk(
+        dir: &Path,
+        name: String,
+        rng: &mut Rng,
+        buf: &mut Vec<u8>,
+        size: Option<usize>,
+        made: &mut usize,
+    ) -> std::io::Result<()> {
         fs::create_dir_all(dir)?;
         let size = size.unwrap_or_else(|| pick_size(rng));
         write_file(&dir.join(name), size, rng, buf)?;
@@ -122,12 +136,26 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
     }
     // bin: wide (scripts and binaries).
     for i in 0..n(3) {
-        mk(&bin, format!("tool-{i:05}"), &mut rng, &mut buf, Some(200 + (i % 40) * 100), &mut made)?;
+        mk(
+            &bin,
+            format!("tool-{i:05}"),
+            &mut rng,
+            &mut buf,
+            Some(200 + (i % 40) * 100),
+            &mut made,
+        )?;
     }
     // lib/x86_64-linux-gnu: wide, larger files.
     let lib = usr.join("lib/x86_64-linux-gnu");
     for i in 0..n(7) {
-        mk(&lib, format!("libbench{i:05}.so.{}", i % 7), &mut rng, &mut buf, None, &mut made)?;
+        mk(
+            &lib,
+            format!("libbench{i:05}.so.{}", i % 7),
+            &mut rng,
+            &mut buf,
+            None,
+            &mut made,
+        )?;
     }
     // share/doc/<pkg>/: many directories of a few small files.
     let docs = n(27);
@@ -135,21 +163,51 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
     for i in 0..docs {
         let pkg = i % pkgs;
         let d = usr.join(format!("share/doc/pkg-{pkg:05}"));
-        let name = ["copyright", "changelog.Debian.gz", "README", "NEWS.gz", "TODO"][i / pkgs % 5];
-        let name = if i / pkgs >= 5 { format!("extra-{i}") } else { name.to_string() };
-        { let sz = 100 + rng.below(6000) as usize; mk(&d, name, &mut rng, &mut buf, Some(sz), &mut made)?; }
+        let name = [
+            "copyright",
+            "changelog.Debian.gz",
+            "README",
+            "NEWS.gz",
+            "TODO",
+        ][i / pkgs % 5];
+        let name = if i / pkgs >= 5 {
+            format!("extra-{i}")
+        } else {
+            name.to_string()
+        };
+        {
+            let sz = 100 + rng.below(6000) as usize;
+            mk(&d, name, &mut rng, &mut buf, Some(sz), &mut made)?;
+        }
     }
     // share/man/manN: wide directories of small files.
     for i in 0..n(15) {
         let sect = 1 + i % 8;
         let d = usr.join(format!("share/man/man{sect}"));
-        { let sz = 300 + rng.below(4000) as usize; mk(&d, format!("page-{i:05}.{sect}.gz"), &mut rng, &mut buf, Some(sz), &mut made)?; }
+        {
+            let sz = 300 + rng.below(4000) as usize;
+            mk(
+                &d,
+                format!("page-{i:05}.{sect}.gz"),
+                &mut rng,
+                &mut buf,
+                Some(sz),
+                &mut made,
+            )?;
+        }
     }
     // share/locale/<lang>/LC_MESSAGES.
     for i in 0..n(10) {
         let lang = i % 120;
         let d = usr.join(format!("share/locale/l{lang:03}/LC_MESSAGES"));
-        mk(&d, format!("dom-{i:05}.mo"), &mut rng, &mut buf, None, &mut made)?;
+        mk(
+            &d,
+            format!("dom-{i:05}.mo"),
+            &mut rng,
+            &mut buf,
+            None,
+            &mut made,
+        )?;
     }
     // include/: deep trees.
     for i in 0..n(20) {
@@ -160,7 +218,17 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
             d.push(format!("d{level}-{}", x % 6));
             x /= 6;
         }
-        { let sz = 200 + rng.below(12000) as usize; mk(&d, format!("h{i:05}.h"), &mut rng, &mut buf, Some(sz), &mut made)?; }
+        {
+            let sz = 200 + rng.below(12000) as usize;
+            mk(
+                &d,
+                format!("h{i:05}.h"),
+                &mut rng,
+                &mut buf,
+                Some(sz),
+                &mut made,
+            )?;
+        }
     }
     // lib/python3/dist-packages: deep-ish package trees with many small modules.
     let rest = files.saturating_sub(made);
@@ -168,10 +236,20 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
         let pkg = i % 150;
         let sub = (i / 150) % 5;
         let d = usr.join(format!("lib/python3/dist-packages/p{pkg:03}/m{sub}/sub"));
-        mk(&d, format!("mod{i:05}.py"), &mut rng, &mut buf, None, &mut made)?;
+        mk(
+            &d,
+            format!("mod{i:05}.py"),
+            &mut rng,
+            &mut buf,
+            None,
+            &mut made,
+        )?;
     }
     // Symlinks, as a real /usr has.
-    for (link, target) in [("usr/bin/python3", "tool-00001"), ("usr/lib/x86_64-linux-gnu/libbench.so", "libbench00000.so.0")] {
+    for (link, target) in [
+        ("usr/bin/python3", "tool-00001"),
+        ("usr/lib/x86_64-linux-gnu/libbench.so", "libbench00000.so.0"),
+    ] {
         let _ = std::os::unix::fs::symlink(target, root.join(link));
     }
 
@@ -199,7 +277,9 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
     // directories with a few files), plus the rename-replace files and the 2,000 files the
     // generated litefile names.
     for line in redhat_litefile.lines().skip(1) {
-        let Some(p) = line.split(',').nth(1) else { continue };
+        let Some(p) = line.split(',').nth(1) else {
+            continue;
+        };
         let p = p.trim_matches('"').trim_start_matches('/');
         if p.is_empty() {
             continue;
@@ -231,7 +311,10 @@ pub fn build(root: &Path, files: usize, big_size: u64, redhat_litefile: &str) ->
     for i in 0..MANY_ENTRIES {
         fs::write(many.join(format!("{i:04}.conf")), format!("entry {i}\n"))?;
     }
-    for (p, c) in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/hosts", "127.0.0.1 localhost\n")] {
+    for (p, c) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("etc/hosts", "127.0.0.1 localhost\n"),
+    ] {
         fs::write(root.join(p), c)?;
     }
     fs::create_dir_all(root.join(".statelite"))?;
@@ -292,13 +375,20 @@ pub fn manifest(root: &Path) -> std::io::Result<Manifest> {
             let key = r.to_string_lossy().into_owned();
             // The update workload replaces these two files (as the admin would), which also
             // changes their directories' times.
-            if key == UPDATE_FILE || key == GENERATION || key == ".statelite" || key == "usr/share/bench" {
+            if key == UPDATE_FILE
+                || key == GENERATION
+                || key == ".statelite"
+                || key == "usr/share/bench"
+            {
                 if md.is_dir() {
                     walk(root, r, out)?;
                 }
                 continue;
             }
-            out.insert(key, (md.mode(), md.size(), md.mtime(), md.mtime_nsec(), md.ino()));
+            out.insert(
+                key,
+                (md.mode(), md.size(), md.mtime(), md.mtime_nsec(), md.ino()),
+            );
             if md.is_dir() {
                 walk(root, r, out)?;
             }
@@ -314,10 +404,16 @@ pub fn manifest(root: &Path) -> std::io::Result<Manifest> {
 pub fn many_litefile(redhat: &str, total: usize) -> String {
     let mut s = redhat.trim_end().to_string();
     s.push('\n');
-    let have = redhat.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    let have = redhat
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count();
     for i in 0..total.saturating_sub(have).min(MANY_ENTRIES) {
         let opt = ["", "tmpfs", "persistent"][i % 3];
-        s.push_str(&format!("\"ALL\",\"/{MANY_DIR}/{i:04}.conf\",\"{opt}\",,\n"));
+        s.push_str(&format!(
+            "\"ALL\",\"/{MANY_DIR}/{i:04}.conf\",\"{opt}\",,\n"
+        ));
     }
     s.replace(",\"\",,", ",,,")
 }

@@ -28,7 +28,10 @@ use workloads::{Ctx, Params, Unit};
 const REDHAT_LITEFILE: &str = include_str!("../../../tests/fixtures/litefile-redhat.csv");
 
 #[derive(Parser, Debug)]
-#[command(name = "statelite-bench", about = "statelite benchmark harness (needs root)")]
+#[command(
+    name = "statelite-bench",
+    about = "statelite benchmark harness (needs root)"
+)]
 struct Args {
     /// Small image (10,000 files, 256 MiB big file), fewer repetitions: under 5 minutes.
     #[arg(long)]
@@ -50,7 +53,10 @@ struct Args {
     big_mib: Option<u64>,
     /// Modes, comma-separated: native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs
     /// (also: fuse-nopt = FUSE mode with --no-passthrough).
-    #[arg(long, default_value = "native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs")]
+    #[arg(
+        long,
+        default_value = "native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs"
+    )]
     modes: String,
     /// Workloads, comma-separated: stat,readdir,small-read,seq-read,rand-read,exec,create,
     /// rename,update,mount (default: all).
@@ -135,7 +141,10 @@ fn run_cmd(cmd: &mut Command) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -226,10 +235,17 @@ fn run(args: &Args) -> Result<(), String> {
     // The binaries under test, current.
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if !args.no_build {
-    progress("building statelite-mountd and statelite (release)");
-    run_cmd(Command::new(env!("CARGO")).current_dir(&ws).args([
-        "build", "--release", "-q", "-p", "statelite-mountd", "-p", "statelite-tools", "--bins",
-    ]))?;
+        progress("building statelite-mountd and statelite (release)");
+        run_cmd(Command::new(env!("CARGO")).current_dir(&ws).args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "statelite-mountd",
+            "-p",
+            "statelite-tools",
+            "--bins",
+        ]))?;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -241,7 +257,10 @@ fn run(args: &Args) -> Result<(), String> {
     // Work directory.
     let work = args.workdir.clone();
     if work.exists() && !guard::mounts_below(&work).is_empty() {
-        return Err(format!("{} has mounts below it; unmount them first", work.display()));
+        return Err(format!(
+            "{} has mounts below it; unmount them first",
+            work.display()
+        ));
     }
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let work = fs::canonicalize(&work).map_err(|e| e.to_string())?;
@@ -252,7 +271,15 @@ fn run(args: &Args) -> Result<(), String> {
     let stamp = work.join("image.stamp");
     let want_stamp = format!("v3 files={files} big={big_mib}\n");
     let reuse = image.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(&want_stamp);
-    for d in ["lite", "lite-many", "tables", "tables-many", "mnt", "tmpfs", "image-ro"] {
+    for d in [
+        "lite",
+        "lite-many",
+        "tables",
+        "tables-many",
+        "mnt",
+        "tmpfs",
+        "image-ro",
+    ] {
         let p = work.join(d);
         if p.exists() {
             fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -261,8 +288,11 @@ fn run(args: &Args) -> Result<(), String> {
     if !reuse {
         let _ = fs::remove_dir_all(&image);
         let _ = fs::remove_file(&stamp);
-        progress(&format!("building the image: {files} files + {big_mib} MiB big file"));
-        image::build(&image, files, big_mib << 20, REDHAT_LITEFILE).map_err(|e| format!("build image: {e}"))?;
+        progress(&format!(
+            "building the image: {files} files + {big_mib} MiB big file"
+        ));
+        image::build(&image, files, big_mib << 20, REDHAT_LITEFILE)
+            .map_err(|e| format!("build image: {e}"))?;
         fs::write(&stamp, &want_stamp).map_err(|e| e.to_string())?;
     } else {
         progress("reusing the image from a previous --keep run");
@@ -296,7 +326,10 @@ fn run(args: &Args) -> Result<(), String> {
     let lite = work.join("lite");
     let lite_many = work.join("lite-many");
     let need_many = wanted("mount") && modes_list.contains(&Mode::Symlink);
-    for (dst, tab, need) in [(&lite, &tables, true), (&lite_many, &tables_many, need_many)] {
+    for (dst, tab, need) in [
+        (&lite, &tables, true),
+        (&lite_many, &tables_many, need_many),
+    ] {
         if !need {
             continue;
         }
@@ -315,12 +348,25 @@ fn run(args: &Args) -> Result<(), String> {
     let tmpfs = work.join("tmpfs");
     fs::create_dir_all(&tmpfs).map_err(|e| e.to_string())?;
     guard::register_mount(&tmpfs, None);
-    run_cmd(Command::new("mount").args(["-t", "tmpfs", "-o", "size=8g,mode=0755", "bench-tmpfs"]).arg(&tmpfs))?;
+    run_cmd(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8g,mode=0755", "bench-tmpfs"])
+            .arg(&tmpfs),
+    )?;
     let image_ro = work.join("image-ro");
     fs::create_dir_all(&image_ro).map_err(|e| e.to_string())?;
     guard::register_mount(&image_ro, None);
-    run_cmd(Command::new("mount").arg("--bind").arg(&image).arg(&image_ro))?;
-    run_cmd(Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&image_ro))?;
+    run_cmd(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&image)
+            .arg(&image_ro),
+    )?;
+    run_cmd(
+        Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&image_ro),
+    )?;
     let env = Env {
         work: work.clone(),
         image: image.clone(),
@@ -335,7 +381,10 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let _ = &env.work;
 
-    let ctx = Ctx { info: &info, params: &params };
+    let ctx = Ctx {
+        info: &info,
+        params: &params,
+    };
     let mut results: Vec<Measurement> = Vec::new();
     let mut fuse_stats = std::collections::BTreeMap::new();
 
@@ -344,7 +393,12 @@ fn run(args: &Args) -> Result<(), String> {
             continue;
         }
         for &mode in &modes_list {
-            progress(&format!("{} on {} (load {})", w.title, mode.name(), loadavg()));
+            progress(&format!(
+                "{} on {} (load {})",
+                w.title,
+                mode.name(),
+                loadavg()
+            ));
             let mut cold = Measurement {
                 workload: w.id.into(),
                 title: w.title.into(),
@@ -355,7 +409,10 @@ fn run(args: &Args) -> Result<(), String> {
                 samples: vec![],
                 error: None,
             };
-            let mut warm = Measurement { variant: "warm".into(), ..cold.clone() };
+            let mut warm = Measurement {
+                variant: "warm".into(),
+                ..cold.clone()
+            };
             let view = match modes::mount(&env, mode, None, None) {
                 Ok(v) => v,
                 Err(e) => {
@@ -419,7 +476,12 @@ fn run(args: &Args) -> Result<(), String> {
                 (None, Some(e)) => format!("error: {e}"),
                 _ => "-".into(),
             };
-            progress(&format!("  cold {}   warm {} ({} samples)", show(&cold), show(&warm), warm.samples.len()));
+            progress(&format!(
+                "  cold {}   warm {} ({} samples)",
+                show(&cold),
+                show(&warm),
+                warm.samples.len()
+            ));
             results.push(cold);
             results.push(warm);
         }
@@ -435,7 +497,10 @@ fn run(args: &Args) -> Result<(), String> {
                 if mode == Mode::Native {
                     continue;
                 }
-                progress(&format!("mount-to-ready ({variant} litefile) on {}", mode.name()));
+                progress(&format!(
+                    "mount-to-ready ({variant} litefile) on {}",
+                    mode.name()
+                ));
                 let mut m = Measurement {
                     workload: "mount".into(),
                     title: "mount-to-ready".into(),
@@ -465,7 +530,13 @@ fn run(args: &Args) -> Result<(), String> {
                 if !m.samples.is_empty() {
                     m.value = Some(median(&m.samples));
                 }
-                progress(&format!("  {:?} ms", m.samples.iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<_>>()));
+                progress(&format!(
+                    "  {:?} ms",
+                    m.samples
+                        .iter()
+                        .map(|x| (x * 10.0).round() / 10.0)
+                        .collect::<Vec<_>>()
+                ));
                 results.push(m);
             }
         }
@@ -491,15 +562,25 @@ fn run(args: &Args) -> Result<(), String> {
     for p in ["fuse-overlayfs", "mergerfs", "fio", "fuse3", "linux-perf"] {
         versions.insert(p.to_string(), modes::version_of(p));
     }
-    let commit = sh("git", &["-C", &ws.to_string_lossy(), "rev-parse", "--short", "HEAD"]);
+    let commit = sh(
+        "git",
+        &["-C", &ws.to_string_lossy(), "rev-parse", "--short", "HEAD"],
+    );
     let mem_kb: f64 = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|x| x.parse().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|x| x.parse().ok())
+        })
         .unwrap_or(0.0);
     let meta = Meta {
         quick,
         kernel: sh("uname", &["-r"]),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         mem_gib: mem_kb / 1048576.0,
         files: info.files,
         dirs: info.dirs,
@@ -515,23 +596,38 @@ fn run(args: &Args) -> Result<(), String> {
         fuse_threads: args.fuse_threads,
         statelite_commit: commit,
         params: params.clone(),
-        litefile_entries: REDHAT_LITEFILE.lines().skip(1).filter(|l| !l.trim().is_empty()).count(),
-        many_litefile_entries: many.lines().skip(1).filter(|l| !l.trim().is_empty()).count(),
+        litefile_entries: REDHAT_LITEFILE
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count(),
+        many_litefile_entries: many
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count(),
         elapsed_s: started.elapsed().as_secs_f64(),
         loadavg_start: load_start.clone(),
         loadavg_end: loadavg(),
         image_unchanged: Some(unchanged),
         image_changed_paths: changed_paths,
     };
-    let output = Output { meta, results, fuse_stats };
+    let output = Output {
+        meta,
+        results,
+        fuse_stats,
+    };
 
     fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let tag = if quick { "quick" } else { "full" };
     let json_path = args.out.join(format!("statelite-bench-{tag}.json"));
     let svg_path = args.out.join(format!("statelite-bench-{tag}.svg"));
     let md_path = args.out.join(format!("statelite-bench-{tag}.md"));
-    fs::write(&json_path, serde_json::to_string_pretty(&output).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&output).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
     let text = report::tables(&output.results, &modes_list);
     let header = report::header(&output.meta_summary());
     fs::write(&md_path, format!("{header}\n{text}")).map_err(|e| e.to_string())?;
@@ -539,7 +635,12 @@ fn run(args: &Args) -> Result<(), String> {
     if let Err(e) = report::chart(&output.results, &modes_list, &svg_path, tag) {
         eprintln!("statelite-bench: chart: {e}");
     }
-    println!("JSON: {}\nchart: {}\nmarkdown: {}", json_path.display(), svg_path.display(), md_path.display());
+    println!(
+        "JSON: {}\nchart: {}\nmarkdown: {}",
+        json_path.display(),
+        svg_path.display(),
+        md_path.display()
+    );
     if !unchanged {
         return Err("the image changed during the run (see above)".into());
     }
@@ -560,14 +661,22 @@ impl Output {
             m.dirs,
             (m.image_bytes - m.big_file_bytes) as f64 / 1048576.0,
             m.big_file_bytes >> 20,
-            m.versions.get("fuse-overlayfs").map(String::as_str).unwrap_or("?"),
-            m.versions.get("mergerfs").map(String::as_str).unwrap_or("?"),
+            m.versions
+                .get("fuse-overlayfs")
+                .map(String::as_str)
+                .unwrap_or("?"),
+            m.versions
+                .get("mergerfs")
+                .map(String::as_str)
+                .unwrap_or("?"),
             m.versions.get("fio").map(String::as_str).unwrap_or("?"),
             m.statelite_commit,
             m.elapsed_s,
             m.loadavg_start,
             m.loadavg_end,
-            m.image_unchanged.map(|b| if b { "yes" } else { "NO" }).unwrap_or("?"),
+            m.image_unchanged
+                .map(|b| if b { "yes" } else { "NO" })
+                .unwrap_or("?"),
         )
     }
 }

@@ -3,8 +3,8 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -151,7 +151,12 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// Mounts `mode` over the image. `litefile`/`lite` override the defaults (mount-to-ready
 /// with the 2,000-entry litefile).
-pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>) -> Result<View, String> {
+pub fn mount(
+    env: &Env,
+    mode: Mode,
+    litefile: Option<&Path>,
+    lite: Option<&Path>,
+) -> Result<View, String> {
     let io = |e: std::io::Error| e.to_string();
     let litefile = litefile.unwrap_or(&env.litefile);
     let mut view = View {
@@ -169,7 +174,10 @@ pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>
         let rw = fresh_dir(&env.tmpfs, "native").map_err(io)?;
         for d in [crate::image::CREATE_DIR, crate::image::RENAME_DIR] {
             fs::create_dir_all(rw.join(d).parent().unwrap_or(&rw)).map_err(io)?;
-            run(Command::new("cp").arg("-a").arg(env.image.join(d)).arg(rw.join(d)))?;
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(env.image.join(d))
+                .arg(rw.join(d)))?;
         }
         view.root = env.image.clone();
         view.native_rw = Some(rw.clone());
@@ -237,7 +245,9 @@ pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .process_group(0);
-            let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", env.mountd.display()))?;
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("{}: {e}", env.mountd.display()))?;
             let stderr = child.stderr.take();
             view.mount_token = Some(guard::register_mount(&mp, Some(&env.mountd)));
             let tok = guard::register_proc(child, "statelite-mountd");
@@ -284,12 +294,15 @@ pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>
             fs::create_dir_all(scratch.join("upper")).map_err(io)?;
             fs::create_dir_all(scratch.join("work")).map_err(io)?;
             view.mount_token = Some(guard::register_mount(&mp, None));
-            run(Command::new("mount").args(["-t", "overlay", "overlay", "-o"]).arg(format!(
-                "lowerdir={},upperdir={},workdir={}",
-                env.image_ro.display(),
-                scratch.join("upper").display(),
-                scratch.join("work").display()
-            )).arg(&mp))?;
+            run(Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o"])
+                .arg(format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    env.image_ro.display(),
+                    scratch.join("upper").display(),
+                    scratch.join("work").display()
+                ))
+                .arg(&mp))?;
             view.ready = t0.elapsed();
         }
         Mode::FuseOverlayfs | Mode::Mergerfs => {
@@ -307,14 +320,11 @@ pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>
             } else {
                 fs::create_dir_all(scratch.join("branch")).map_err(io)?;
                 cmd = Command::new("mergerfs");
-                cmd.arg("-f")
-                    .arg("-o")
-                    .arg(MERGERFS_OPTS)
-                    .arg(format!(
-                        "{}=RW:{}=RO",
-                        scratch.join("branch").display(),
-                        env.image_ro.display()
-                    ));
+                cmd.arg("-f").arg("-o").arg(MERGERFS_OPTS).arg(format!(
+                    "{}=RW:{}=RO",
+                    scratch.join("branch").display(),
+                    env.image_ro.display()
+                ));
             }
             cmd.arg(&mp)
                 .stdin(Stdio::null())
@@ -336,7 +346,8 @@ pub fn mount(env: &Env, mode: Mode, litefile: Option<&Path>, lite: Option<&Path>
 
 /// mergerfs options: writes go to the first (tmpfs) branch; page cache used like the
 /// mergerfs docs recommend for read-mostly use.
-pub const MERGERFS_OPTS: &str = "category.create=ff,cache.files=partial,dropcacheonclose=false,fsname=mergerfs-bench";
+pub const MERGERFS_OPTS: &str =
+    "category.create=ff,cache.files=partial,dropcacheonclose=false,fsname=mergerfs-bench";
 
 pub fn unmount(view: View) -> Result<(), String> {
     let mut res = Ok(());
@@ -387,9 +398,17 @@ pub fn available(mode: Mode) -> Result<(), String> {
         Mode::Mergerfs => "mergerfs",
         _ => return Ok(()),
     };
-    if Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
         Ok(())
     } else {
-        Err(format!("{bin} not installed (apt-get install -y fuse-overlayfs mergerfs fio)"))
+        Err(format!(
+            "{bin} not installed (apt-get install -y fuse-overlayfs mergerfs fio)"
+        ))
     }
 }

@@ -22,7 +22,12 @@ pub const TARGETS: &[(&str, &str, f64, &str)] = &[
     ("seq-read", "warm", 0.95, "1.01 (fuse-overlayfs 2.0)"),
     ("rand-read", "warm", 0.95, "0.99 (fuse-overlayfs 2.0)"),
     ("exec", "warm", 0.95, "0.89 (fuse-overlayfs 2.0)"),
-    ("create", "warm", 0.15, "0.03 (mergerfs, fuse-overlayfs 2.0)"),
+    (
+        "create",
+        "warm",
+        0.15,
+        "0.03 (mergerfs, fuse-overlayfs 2.0)",
+    ),
     ("rename", "warm", 0.15, "0.03 (fuse-overlayfs 2.0)"),
 ];
 
@@ -90,7 +95,14 @@ pub fn ratio(m: Option<&&Measurement>, base: Option<&&Measurement>) -> f64 {
 
 fn row_title(m: &Measurement) -> String {
     match m.workload.as_str() {
-        "mount" => format!("mount-to-ready, {} litefile", if m.variant == "redhat" { "RedHat (42-entry)" } else { "2,000-entry" }),
+        "mount" => format!(
+            "mount-to-ready, {} litefile",
+            if m.variant == "redhat" {
+                "RedHat (42-entry)"
+            } else {
+                "2,000-entry"
+            }
+        ),
         _ => format!("{}, {}", m.title, m.variant),
     }
 }
@@ -140,8 +152,14 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
     }
 
     for (base, title) in [
-        (Mode::Symlink, "Ratio to symlink mode (same run; higher is better; ms rows inverted)"),
-        (Mode::Native, "Ratio to the native tree (same run; higher is better; ms rows inverted)"),
+        (
+            Mode::Symlink,
+            "Ratio to symlink mode (same run; higher is better; ms rows inverted)",
+        ),
+        (
+            Mode::Native,
+            "Ratio to the native tree (same run; higher is better; ms rows inverted)",
+        ),
     ] {
         if !modes.contains(&base) {
             continue;
@@ -149,10 +167,15 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
         s.push_str(&format!("\n### {title}\n\n"));
         head(&mut s, "workload");
         for (_, map) in &rows {
-            let Some(any) = map.values().next().copied() else { continue };
+            let Some(any) = map.values().next().copied() else {
+                continue;
+            };
             s.push_str(&format!("| {} |", row_title(any)));
             for mode in modes {
-                s.push_str(&format!(" {} |", fmt_ratio(ratio(map.get(mode), map.get(&base)))));
+                s.push_str(&format!(
+                    " {} |",
+                    fmt_ratio(ratio(map.get(mode), map.get(&base)))
+                ));
             }
             s.push('\n');
         }
@@ -160,7 +183,9 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
 
     // Targets.
     let find = |w: &str, v: &str, mode: Mode| -> Option<&Measurement> {
-        results.iter().find(|m| m.workload == w && m.variant == v && m.mode == mode)
+        results
+            .iter()
+            .find(|m| m.workload == w && m.variant == v && m.mode == mode)
     };
     if modes.contains(&Mode::Fuse) && modes.contains(&Mode::Symlink) {
         s.push_str("\n### FUSE mode against the issue's targets\n\n");
@@ -176,7 +201,13 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
                     best = (x, p.name());
                 }
             }
-            let verdict = if r.is_nan() { "n/a" } else if r >= *target { "met" } else { "**missed**" };
+            let verdict = if r.is_nan() {
+                "n/a"
+            } else if r >= *target {
+                "met"
+            } else {
+                "**missed**"
+            };
             let title = f.map(|m| m.title.clone()).unwrap_or_else(|| w.to_string());
             s.push_str(&format!(
                 "| {title}, {v} | {} | ≥ {target} | {verdict} | {} | {} {} | {peer} |\n",
@@ -225,9 +256,18 @@ fn color(mode: Mode) -> RGBColor {
 
 /// Horizontal grouped bars: each workload's ratio to symlink mode per mode (log scale;
 /// 1 = as fast as symlink mode), with FUSE mode's target marked.
-pub fn chart(results: &[Measurement], modes: &[Mode], path: &Path, tag: &str) -> Result<(), String> {
+pub fn chart(
+    results: &[Measurement],
+    modes: &[Mode],
+    path: &Path,
+    tag: &str,
+) -> Result<(), String> {
     let rows = rows(results);
-    let shown: Vec<Mode> = modes.iter().copied().filter(|m| *m != Mode::Symlink).collect();
+    let shown: Vec<Mode> = modes
+        .iter()
+        .copied()
+        .filter(|m| *m != Mode::Symlink)
+        .collect();
     if rows.is_empty() || shown.is_empty() {
         return Ok(());
     }
@@ -250,7 +290,12 @@ pub fn chart(results: &[Measurement], modes: &[Mode], path: &Path, tag: &str) ->
         .map_err(|x| e(&x))?;
     let labels: Vec<String> = rows
         .iter()
-        .map(|(_, map)| map.values().next().map(|m| row_title(m)).unwrap_or_default())
+        .map(|(_, map)| {
+            map.values()
+                .next()
+                .map(|m| row_title(m))
+                .unwrap_or_default()
+        })
         .collect();
     let nrows = n;
     chart
@@ -283,7 +328,10 @@ pub fn chart(results: &[Measurement], modes: &[Mode], path: &Path, tag: &str) ->
             }
             let y = (n - 1 - i) as f64;
             let top = y + 0.4 - bar * j as f64;
-            bars.push(Rectangle::new([(lo, top), (r.clamp(lo, hi), top - bar * 0.9)], c.filled()));
+            bars.push(Rectangle::new(
+                [(lo, top), (r.clamp(lo, hi), top - bar * 0.9)],
+                c.filled(),
+            ));
         }
         chart
             .draw_series(bars)
@@ -293,20 +341,31 @@ pub fn chart(results: &[Measurement], modes: &[Mode], path: &Path, tag: &str) ->
     }
     // Parity line and FUSE targets.
     chart
-        .draw_series(LineSeries::new(vec![(1.0, -0.5), (1.0, n as f64 - 0.5)], BLACK.stroke_width(1)))
+        .draw_series(LineSeries::new(
+            vec![(1.0, -0.5), (1.0, n as f64 - 0.5)],
+            BLACK.stroke_width(1),
+        ))
         .map_err(|x| e(&x))?;
     let mut marks = Vec::new();
     for (i, ((w, v), _)) in rows.iter().enumerate() {
         if let Some((_, _, t, _)) = TARGETS.iter().find(|(tw, tv, _, _)| tw == w && tv == v) {
             let y = (n - 1 - i) as f64;
-            marks.push(PathElement::new(vec![(*t, y - 0.45), (*t, y + 0.45)], RGBColor(214, 39, 40).stroke_width(3)));
+            marks.push(PathElement::new(
+                vec![(*t, y - 0.45), (*t, y + 0.45)],
+                RGBColor(214, 39, 40).stroke_width(3),
+            ));
         }
     }
     chart
         .draw_series(marks)
         .map_err(|x| e(&x))?
         .label("FUSE target")
-        .legend(|(x, y)| PathElement::new(vec![(x + 6, y - 6), (x + 6, y + 6)], RGBColor(214, 39, 40).stroke_width(3)));
+        .legend(|(x, y)| {
+            PathElement::new(
+                vec![(x + 6, y - 6), (x + 6, y + 6)],
+                RGBColor(214, 39, 40).stroke_width(3),
+            )
+        });
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)

@@ -66,15 +66,60 @@ pub struct Workload {
 }
 
 pub const ALL: &[Workload] = &[
-    Workload { id: "stat", title: "stat walk", unit: Unit::OpsPerSec, run: stat_walk },
-    Workload { id: "readdir", title: "readdir walk", unit: Unit::OpsPerSec, run: readdir_walk },
-    Workload { id: "small-read", title: "small-file open+read", unit: Unit::OpsPerSec, run: small_read },
-    Workload { id: "seq-read", title: "big file sequential read", unit: Unit::MibPerSec, run: seq_read },
-    Workload { id: "rand-read", title: "4 KiB random read (fio)", unit: Unit::OpsPerSec, run: rand_read },
-    Workload { id: "exec", title: "exec from the image", unit: Unit::OpsPerSec, run: exec },
-    Workload { id: "create", title: "create+write+fsync", unit: Unit::OpsPerSec, run: create_fsync },
-    Workload { id: "rename", title: "rename-replace (sed -i)", unit: Unit::OpsPerSec, run: rename_replace },
-    Workload { id: "update", title: "read after image update", unit: Unit::Ms, run: image_update },
+    Workload {
+        id: "stat",
+        title: "stat walk",
+        unit: Unit::OpsPerSec,
+        run: stat_walk,
+    },
+    Workload {
+        id: "readdir",
+        title: "readdir walk",
+        unit: Unit::OpsPerSec,
+        run: readdir_walk,
+    },
+    Workload {
+        id: "small-read",
+        title: "small-file open+read",
+        unit: Unit::OpsPerSec,
+        run: small_read,
+    },
+    Workload {
+        id: "seq-read",
+        title: "big file sequential read",
+        unit: Unit::MibPerSec,
+        run: seq_read,
+    },
+    Workload {
+        id: "rand-read",
+        title: "4 KiB random read (fio)",
+        unit: Unit::OpsPerSec,
+        run: rand_read,
+    },
+    Workload {
+        id: "exec",
+        title: "exec from the image",
+        unit: Unit::OpsPerSec,
+        run: exec,
+    },
+    Workload {
+        id: "create",
+        title: "create+write+fsync",
+        unit: Unit::OpsPerSec,
+        run: create_fsync,
+    },
+    Workload {
+        id: "rename",
+        title: "rename-replace (sed -i)",
+        unit: Unit::OpsPerSec,
+        run: rename_replace,
+    },
+    Workload {
+        id: "update",
+        title: "read after image update",
+        unit: Unit::Ms,
+        run: image_update,
+    },
 ];
 
 fn e2s<E: std::fmt::Display>(what: &Path) -> impl Fn(E) -> String + '_ {
@@ -113,7 +158,9 @@ fn readdir_walk(v: &View, c: &Ctx, _rep: usize) -> Result<f64, String> {
     let t = t0.elapsed();
     let want = c.info.usr_entries.len();
     if n != want {
-        return Err(format!("readdir walk saw {n} entries, the image has {want}"));
+        return Err(format!(
+            "readdir walk saw {n} entries, the image has {want}"
+        ));
     }
     Ok(rate(n, t))
 }
@@ -168,14 +215,20 @@ fn rand_read(v: &View, c: &Ctx, _rep: usize) -> Result<f64, String> {
             "--randrepeat=1",
             "--output-format=json",
         ])
-        .arg(format!("--runtime={}ms", (c.params.fio_runtime_s * 1000.0) as u64))
+        .arg(format!(
+            "--runtime={}ms",
+            (c.params.fio_runtime_s * 1000.0) as u64
+        ))
         .arg(format!("--size={}", c.info.big_size))
         .arg(format!("--filename={}", p.display()))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("fio: {e} (apt-get install -y fio)"))?;
     if !out.status.success() {
-        return Err(format!("fio: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "fio: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     // fio may print notes before the JSON.
@@ -211,7 +264,9 @@ fn create_fsync(v: &View, c: &Ctx, rep: usize) -> Result<f64, String> {
     let dir = v.p(image::CREATE_DIR);
     let n = c.params.create_count;
     let data = vec![0x5au8; 4096];
-    let names: Vec<_> = (0..n).map(|i| dir.join(format!("bench-{rep}-{i}"))).collect();
+    let names: Vec<_> = (0..n)
+        .map(|i| dir.join(format!("bench-{rep}-{i}")))
+        .collect();
     let t0 = Instant::now();
     for p in &names {
         let mut f = fs::OpenOptions::new()

@@ -237,6 +237,11 @@ fn name_cstr(name: &OsStr) -> Result<CString, Errno> {
     if name.len() > 255 {
         return Err(Errno::ENAMETOOLONG);
     }
+    // "." and ".." are the kernel's business; resolved against a layer directory they
+    // would step outside it (a layer root's ".." is not in the layer).
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(Errno::EINVAL);
+    }
     if name.as_bytes().contains(&b'/') {
         return Err(Errno::EINVAL);
     }
@@ -247,8 +252,16 @@ fn enoent(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
+fn is_dot_name(name: &CStr) -> bool {
+    matches!(name.to_bytes(), b"" | b"." | b"..")
+}
+
 /// Opens `name` in `dir` as `O_PATH` without following it; `Ok(None)` when absent.
+/// Never `.` or `..`: one component, always inside `dir`.
 fn open_child(dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<OwnedFd>, Errno> {
+    if is_dot_name(name) {
+        return Err(Errno::EINVAL);
+    }
     match sys::open_at(dir, name, libc::O_PATH) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if enoent(&e) => Ok(None),
@@ -451,6 +464,9 @@ impl Overlay {
     fn resolve(&self, parent: &Arc<Inode>, name: &CStr) -> Result<Option<Resolved>, Errno> {
         if !parent.is_dir() {
             return Err(Errno::ENOTDIR);
+        }
+        if is_dot_name(name) {
+            return Err(Errno::EINVAL);
         }
         let rs = self.rs();
         let epoch = rs.epoch;
@@ -1243,7 +1259,7 @@ impl Overlay {
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         let mut held = Vec::new();
         for comp in &comps {
-            let c = CString::new(*comp).map_err(|_| Errno::EINVAL)?;
+            let c = name_cstr(OsStr::new(comp))?;
             let (inode, _) = self.do_lookup(&cur, &c)?.ok_or(Errno::ENOENT)?;
             held.push(inode.nodeid);
             cur = inode;
@@ -1459,8 +1475,7 @@ impl Filesystem for StateliteFs {
         let want = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         for flag in want.iter() {
             let _ = config.add_capabilities(flag);
         }

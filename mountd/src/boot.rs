@@ -75,7 +75,7 @@ use statelite_mountd::cmdline::{
 use statelite_mountd::symlink_mode::{self, SymlinkConfig};
 use tracing::{debug, error, info, warn};
 
-use crate::control;
+use statelite_mountd::control;
 
 #[derive(clap::Args, Debug)]
 pub struct BootArgs {

@@ -75,12 +75,17 @@ fn handle(stream: UnixStream, ctl: &Control) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(ctl, &req),
-        Err(e) => json!({"error": format!("bad request: {e}")}),
-    };
+    let answer = answer_line(ctl, &line);
     let mut w = stream;
     let _ = writeln!(w, "{answer}");
+}
+
+/// Answers one request line (the whole protocol; also what the fuzz target drives).
+pub fn answer_line(ctl: &Control, line: &str) -> Value {
+    match serde_json::from_str::<Request>(line) {
+        Ok(req) => answer(ctl, &req),
+        Err(e) => json!({"error": format!("bad request: {e}")}),
+    }
 }
 
 use std::io::Read;

@@ -14,7 +14,7 @@ use statelite_fs::overlay::OverlayOptions;
 use statelite_fs::rules::{RuleSet, read_litefile};
 
 mod boot;
-mod control;
+use statelite_mountd::control;
 
 use statelite_mountd::symlink_mode::{self, SymlinkConfig};
 

@@ -83,6 +83,14 @@ if [ "$mode" = fuse ] && [ "$phase" = first ]; then
         sleep 0.2
     done
     [ "$(cat /etc/e2e-update.txt)" = "v2" ] && ok "image update seen live" || bad "image update not seen: $(cat /etc/e2e-update.txt)"
+    # Let the daemon finish its own generation check before shutting down: an
+    # invalidation racing systemd-shutdown's kill spree was seen to hang the poweroff.
+    for _ in $(seq 1 100); do
+        /.statelite/bin/litectl status 2>/dev/null | grep -qE '^image generation:[[:space:]]+1' && break
+        sleep 0.2
+    done
+    /.statelite/bin/litectl status 2>/dev/null | grep -qE '^image generation:[[:space:]]+1' \
+        && ok "daemon reports image generation 1" || bad "daemon never reported generation 1"
 fi
 
 echo "E2E-END fails=$fails"

@@ -301,6 +301,10 @@ impl Lab {
     fn start_ganesha(&self) -> Result<(), String> {
         // Pseudo paths equal the host paths, so one rootimgdir names the image for both
         // sides (as /install does on an xCAT management node).
+        // Numeric owners, as Linux nfsd sends them for AUTH_SYS: owner *names* make the
+        // node's NFS client map them through a request-key upcall, which execs
+        // /sbin/request-key from the FUSE root that is waiting on that very NFS call (a
+        // deadlock seen here at the first image update).
         let export = |id: u32, path: &Path, access: &str| {
             format!(
                 "EXPORT {{ Export_Id = {id}; Path = {p}; Pseudo = {p}; Access_Type = {access}; \
@@ -312,7 +316,7 @@ impl Lab {
         let conf = format!(
             "NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {port}; Bind_addr = 127.0.0.1; \
              Enable_NLM = false; Enable_RQUOTA = false; }}\n\
-             NFSV4 {{ Graceless = true; }}\n\
+             NFSV4 {{ Graceless = true; Allow_Numeric_Owners = true; Only_Numeric_Owners = true; }}\n\
              NFS_KRB5 {{ Active_krb5 = false; }}\n\
              LOG {{ Default_Log_Level = EVENT; }}\n{}{}{}",
             export(1, &self.rootimg, "RO"),
@@ -498,8 +502,7 @@ impl Lab {
                         if !listeners_checked {
                             listeners_checked = true;
                             for (pid, addr) in self.listeners(Some(qemu_pid)) {
-                                // 0100007F = 127.0.0.1 in /proc/net/tcp's byte order.
-                                if !addr.starts_with("0100007F:") {
+                                if !is_loopback_hex(&addr) {
                                     report.failed.push(format!(
                                         "pid {pid} listens on {addr}, not 127.0.0.1"
                                     ));
@@ -589,6 +592,17 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A `/proc/net/tcp{,6}` local address (`ADDR:PORT` in hex) on loopback: 127.0.0.1
+/// (`0100007F`, host byte order), `::1`, or 127.0.0.1 mapped into IPv6 (ganesha binds its
+/// IPv6 socket to `::ffff:127.0.0.1`).
+pub fn is_loopback_hex(addr: &str) -> bool {
+    let host = addr.split(':').next().unwrap_or("");
+    matches!(
+        host,
+        "0100007F" | "00000000000000000000000001000000" | "0000000000000000FFFF00000100007F"
+    )
 }
 
 /// `statelite demo --boot`: one FUSE-mode boot with the node's console on stdout.

@@ -1474,8 +1474,11 @@ impl Filesystem for StateliteFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let want = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_PARALLEL_DIROPS;
+        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
+        // own write-access (ETXTBSY) check, so a refused open(O_TRUNC) of a running
+        // executable would still truncate it. Without it the kernel truncates by SETATTR
+        // after that check.
         for flag in want.iter() {
             let _ = config.add_capabilities(flag);
         }

@@ -6,6 +6,7 @@ mod fuse_common;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 
 use fuse_common::{Fixture, snapshot, write};
@@ -259,4 +260,33 @@ fn a_users_zero_device_is_not_a_whiteout_and_internal_marks_stay_internal() {
         "{out}"
     );
     alive(&fx);
+}
+
+#[test]
+fn a_refused_truncating_open_of_a_running_program_changes_nothing() {
+    let mut fx = Fixture::new(RULES);
+    fs::create_dir_all(fx.p("img/tmp")).unwrap();
+    fs::create_dir_all(fx.p("img/var/lib")).unwrap();
+    fx.mount();
+    for area in ["tmp", "var/lib"] {
+        let exe = fx.m(&format!("{area}/sleep-copy"));
+        fs::copy("/bin/sleep", &exe).unwrap();
+        let size = fs::metadata(&exe).unwrap().len();
+        let mut child = Command::new(&exe).arg("10").spawn().unwrap();
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            let r = std::fs::OpenOptions::new()
+                .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+                .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+                .custom_flags(flags & libc::O_TRUNC)
+                .open(&exe);
+            assert_eq!(errno_of(r), libc::ETXTBSY, "{area}: flags {flags:#o}");
+            assert_eq!(
+                fs::metadata(&exe).unwrap().len(),
+                size,
+                "{area}: a refused open truncated the file"
+            );
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

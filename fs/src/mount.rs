@@ -3,7 +3,6 @@
 //! watcher that invalidates the kernel's caches after `statelite imgupdate`.
 
 use std::ffi::CString;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,9 +175,4 @@ pub fn unmount(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     Err(e)
-}
-
-/// Used by callers that hold a descriptor and want to confirm it is a directory.
-pub fn is_dir_fd(fd: impl AsFd) -> bool {
-    sys::fstat(fd.as_fd()).is_ok_and(|s| sys::file_type(s.st_mode) == libc::S_IFDIR)
 }

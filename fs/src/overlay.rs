@@ -2418,10 +2418,3 @@ impl Filesystem for StateliteFs {
         reply.offset(r as i64);
     }
 }
-
-impl OpenFile {
-    #[allow(dead_code)]
-    fn inode(&self) -> &Inode {
-        &self.inode
-    }
-}

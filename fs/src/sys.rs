@@ -464,7 +464,3 @@ pub fn is_whiteout_at(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> bool {
         Err(_) => true,
     }
 }
-
-pub fn borrowed(fd: &impl AsFd) -> BorrowedFd<'_> {
-    fd.as_fd()
-}

@@ -256,6 +256,28 @@ fn is_dot_name(name: &CStr) -> bool {
     matches!(name.to_bytes(), b"" | b"." | b"..")
 }
 
+/// A store entry as found, or `None` when it is a whiteout (the origin's entry deleted).
+fn not_whiteout(fd: OwnedFd) -> Result<Option<OwnedFd>, Errno> {
+    let st = sys::fstat(fd.as_fd()).map_err(err)?;
+    Ok((!sys::is_whiteout_fd(fd.as_fd(), &st)).then_some(fd))
+}
+
+/// Invalidates the kernel's entry `parent/name`.
+fn inval_name(n: &fuser::Notifier, parent: u64, name: &CStr) {
+    let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
+}
+
+/// Invalidates the kernel's entry for `inode` at its current place; false for the root.
+fn inval_entry_of(n: &fuser::Notifier, inode: &Inode) -> bool {
+    match inode.parent() {
+        Some(parent) => {
+            inval_name(n, parent.nodeid, &inode.name());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Opens `name` in `dir` as `O_PATH` without following it; `Ok(None)` when absent.
 /// Never `.` or `..`: one component, always inside `dir`.
 fn open_child(dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<OwnedFd>, Errno> {
@@ -356,25 +378,14 @@ impl Overlay {
         let Some(n) = notifier.as_ref() else { return };
         let mut count = 0u64;
         for inode in self.inodes.all() {
-            if let Some(parent) = inode.parent() {
-                let name = inode.name();
-                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
+            if inval_entry_of(n, &inode) {
                 count += 1;
             }
             if inode.is_dir() {
                 let _ = n.inval_inode(INodeNo(inode.nodeid), 0, 0);
             }
         }
-        let negs: Vec<(u64, CString)> = {
-            let mut g = self.negatives.lock();
-            let v = g.iter().map(|(k, _)| k.clone()).collect();
-            g.clear();
-            v
-        };
-        for (parent, name) in negs {
-            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
-            count += 1;
-        }
+        count += self.invalidate_negatives(n);
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
     }
 
@@ -531,10 +542,9 @@ impl Overlay {
                 let root = self.layers.store(store).ok_or(Errno::EROFS)?;
                 match sys::open_beneath(root, &rel, libc::O_PATH) {
                     Ok(fd) => {
-                        let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                        if sys::is_whiteout_fd(fd.as_fd(), &st) {
+                        let Some(fd) = not_whiteout(fd)? else {
                             return Ok(None);
-                        }
+                        };
                         return Ok(Some(Resolved {
                             epoch,
                             area,
@@ -551,13 +561,10 @@ impl Overlay {
             Area::Store { .. } => {
                 let upper = match parent.upper().map_err(err)? {
                     Some(pu) => match open_child(pu.as_fd(), name)? {
-                        Some(fd) => {
-                            let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                            if sys::is_whiteout_fd(fd.as_fd(), &st) {
-                                return Ok(None);
-                            }
-                            Some(fd)
-                        }
+                        Some(fd) => match not_whiteout(fd)? {
+                            Some(fd) => Some(fd),
+                            None => return Ok(None),
+                        },
                         None => None,
                     },
                     None => None,
@@ -624,13 +631,10 @@ impl Overlay {
         if let Area::Store { store, .. } = area {
             let root = self.layers.store(store).ok_or(Errno::EROFS)?;
             match sys::open_beneath(root, &rel, libc::O_PATH) {
-                Ok(fd) => {
-                    let st = sys::fstat(fd.as_fd()).map_err(err)?;
-                    if sys::is_whiteout_fd(fd.as_fd(), &st) {
-                        return Ok(None);
-                    }
-                    upper = Some(fd);
-                }
+                Ok(fd) => match not_whiteout(fd)? {
+                    Some(fd) => upper = Some(fd),
+                    None => return Ok(None),
+                },
                 Err(e) if enoent(&e) => {}
                 Err(e) => return Err(err(e)),
             }
@@ -1199,24 +1203,12 @@ impl Overlay {
                 continue;
             }
             let _ = n.inval_inode(INodeNo(inode.nodeid), 0, 0);
-            if let Some(parent) = inode.parent()
-                && !inode.is_dir()
-            {
-                let name = inode.name();
-                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
+            if !inode.is_dir() {
+                inval_entry_of(n, &inode);
             }
             count += 1;
         }
-        let negs: Vec<(u64, CString)> = {
-            let mut g = self.negatives.lock();
-            let v = g.iter().map(|(k, _)| k.clone()).collect();
-            g.clear();
-            v
-        };
-        for (parent, name) in negs {
-            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
-            count += 1;
-        }
+        count += self.invalidate_negatives(n);
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
     }
 
@@ -1232,14 +1224,26 @@ impl Overlay {
         let Some(n) = notifier.as_ref() else { return };
         let excess = len - self.opts.max_inodes + self.opts.max_inodes / 8;
         for inode in self.inodes.coldest(excess) {
-            if let Some(parent) = inode.parent() {
-                let name = inode.name();
-                let _ = n.inval_entry(INodeNo(parent.nodeid), OsStr::from_bytes(name.to_bytes()));
-            }
+            inval_entry_of(n, &inode);
         }
         self.stats
             .invalidations
             .fetch_add(excess as u64, Ordering::Relaxed);
+    }
+
+    /// Invalidates every negative entry the kernel may cache in read-only areas; returns
+    /// how many.
+    fn invalidate_negatives(&self, n: &fuser::Notifier) -> u64 {
+        let negs: Vec<(u64, CString)> = {
+            let mut g = self.negatives.lock();
+            let v = g.iter().map(|(k, _)| k.clone()).collect();
+            g.clear();
+            v
+        };
+        for (parent, name) in &negs {
+            inval_name(n, *parent, name);
+        }
+        negs.len() as u64
     }
 
     /// Sends queued invalidations (runs on the background thread).
@@ -1247,7 +1251,7 @@ impl Overlay {
         let notifier = self.notifier.read();
         while let Ok((parent, name)) = self.inval_rx.try_recv() {
             if let Some(n) = notifier.as_ref() {
-                let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()));
+                inval_name(n, parent, &name);
             }
         }
     }
@@ -1406,7 +1410,7 @@ impl StateliteFs {
             return Err(Errno::EEXIST);
         }
         // A whiteout at the name (the origin's entry was deleted) is replaced in place.
-        let whiteout = matches!(sys::stat_at(dir.as_fd(), name), Ok(st) if sys::is_whiteout_at(dir.as_fd(), name, &st));
+        let whiteout = sys::whiteout_at(dir.as_fd(), name);
         sys::as_caller(req.uid(), req.gid(), || {
             if whiteout {
                 sys::unlink_at(dir.as_fd(), name, 0)?;
@@ -1897,7 +1901,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.copy_up(&inode));
-        let whiteout = matches!(sys::stat_at(dir.as_fd(), &newname), Ok(st) if sys::is_whiteout_at(dir.as_fd(), &newname, &st));
+        let whiteout = sys::whiteout_at(dir.as_fd(), &newname);
         if whiteout {
             tri!(
                 t,

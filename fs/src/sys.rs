@@ -454,6 +454,11 @@ pub fn is_whiteout_fd(fd: BorrowedFd<'_>, st: &Stat) -> bool {
     is_whiteout(st) && get_xattr(fd, DEVICE_MARK).is_err()
 }
 
+/// True when `dir/name` exists and is a whiteout.
+pub fn whiteout_at(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    matches!(stat_at(dir, name), Ok(st) if is_whiteout_at(dir, name, &st))
+}
+
 /// A whiteout at `dir/name` (lstat'ed as `st`).
 pub fn is_whiteout_at(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> bool {
     if !is_whiteout(st) {

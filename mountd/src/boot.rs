@@ -1387,6 +1387,14 @@ fn serve_root(
         let _ = session.join();
         return Err(e);
     }
+    // systemd-shutdown stops every process, us included, for a moment in each killing
+    // round; keep what it looks up on the root meanwhile in the kernel's caches.
+    if let Err(e) = statelite_mountd::shutdown_guard::spawn(
+        PathBuf::from("/proc/1/root"),
+        Duration::from_millis(50),
+    ) {
+        warn!("shutdown guard: {e}");
+    }
     // SPEC §5: the kernel's OOM killer must never pick the root's daemon.
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         warn!("oom_score_adj: {e}");

@@ -3,4 +3,5 @@
 pub mod cmdline;
 pub mod control;
 pub mod query;
+pub mod shutdown_guard;
 pub mod symlink_mode;

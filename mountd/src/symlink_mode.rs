@@ -78,7 +78,11 @@ pub struct SymlinkMount {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymlinkError {
-    #[error("{}: not a statelite image prepared by liteimg (no .statelite directory)", .0.display())]
+    #[error(
+        "{}: not a statelite image prepared by liteimg (no .statelite/litefile.save): run \
+         `statelite liteimg` for it on the management node, or boot it in FUSE mode",
+        .0.display()
+    )]
     NotLiteimged(PathBuf),
     #[error("mount {what} on {}: {source}", .target.display())]
     Mount {
@@ -207,6 +211,15 @@ fn build(cfg: &SymlinkConfig, mounts: &mut Vec<PathBuf>) -> Result<SymlinkMount,
     let sl_path = mp.join(".statelite");
     let image_sl = safe_fs::open_dir_beneath(root.as_fd(), ".statelite")
         .map_err(|_| SymlinkError::NotLiteimged(cfg.image.clone()))?;
+    // `.statelite/` alone is no proof (`statelite imgupdate` creates it for its generation
+    // file); without liteimg's links and `.default` copies the node would come up with
+    // empty writable directories, so refuse.
+    if !matches!(
+        safe_fs::lstat_beneath(image_sl.as_fd(), "litefile.save"),
+        Ok(Some(_))
+    ) {
+        return Err(SymlinkError::NotLiteimged(cfg.image.clone()));
+    }
     // 2. tmpfs on /.statelite (through the verified fd: never a symlink out of the image).
     mount(
         Some("statelite"),

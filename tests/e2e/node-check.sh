@@ -74,6 +74,33 @@ case "$phase" in
             || bad "persistent /srv/persist/data: $(cat /srv/persist/data 2>&1)"
         ;;
 esac
+if [ "$phase" = symlink ]; then
+    [ "$(cat /srv/persist/powercut 2>&1)" = "fsynced before the power cut" ] && ok "fsync'd data survived the power cut" \
+        || bad "after the power cut, /srv/persist/powercut: $(cat /srv/persist/powercut 2>&1)"
+fi
+
+# Fault (second boot): the image server disappears and returns under the running node. The
+# lab stops nfs-ganesha by its pid on E2E-WAIT-BOUNCE and starts it again seconds later;
+# meanwhile the node reads an image file nothing has read yet (the read waits for the
+# server), then writes persistent data.
+if [ "$phase" = second ]; then
+    echo "E2E-WAIT-BOUNCE"
+    sleep 2
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    got=$(cat /etc/e2e-bounce.txt 2>&1)
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    waited=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    [ "$got" = "served across a restart" ] && ok "image read across an NFS server restart (waited $waited s)" \
+        || bad "image read across the server restart: $got"
+    echo "after the restart" > /srv/persist/after-bounce && [ "$(cat /srv/persist/after-bounce)" = "after the restart" ] \
+        && ok "persistent write after the server restart" || bad "persistent write after the server restart"
+    if out=$(/.statelite/bin/litectl status 2>&1) && grep -qE '^degraded:[[:space:]]+no$' <<<"$out"; then
+        ok "daemon healthy after the server restart"
+    else bad "litectl status after the server restart: $out"; fi
+    # Then a power cut right after an fsync (the lab kills qemu on E2E-POWERCUT-NOW).
+    echo "fsynced before the power cut" > /srv/persist/powercut && sync /srv/persist/powercut \
+        && ok "persistent fsync before a power cut" || bad "persistent fsync before a power cut"
+fi
 
 # Image update: the host changes /etc/e2e-update.txt in the image and runs imgupdate.
 if [ "$mode" = fuse ] && [ "$phase" = first ]; then
@@ -94,4 +121,8 @@ if [ "$mode" = fuse ] && [ "$phase" = first ]; then
 fi
 
 echo "E2E-END fails=$fails"
+if [ "$phase" = second ]; then
+    echo "E2E-POWERCUT-NOW"
+    sleep 600
+fi
 systemctl poweroff --no-block

@@ -13,7 +13,7 @@ set -euo pipefail
 
 CACHE="${STATELITE_E2E_CACHE:-/var/cache/statelite-e2e}"
 PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static nfs-ganesha nfs-ganesha-vfs
-          pxelinux syslinux-common debootstrap kmod cpio)
+          pxelinux syslinux-common debootstrap kmod cpio socat)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tests/e2e/setup.sh: must run as root" >&2

@@ -331,4 +331,12 @@ fn setup_refuses_an_image_without_liteimg_and_leaves_nothing_mounted() {
     let e = setup(&cfg).unwrap_err();
     assert!(e.to_string().contains("liteimg"), "{e}");
     assert_eq!(mounted_below(&mp), 0);
+
+    // `statelite imgupdate` on a pristine image creates `.statelite/generation`: still not
+    // liteimg'd (the end-to-end boot met this: symlink mode came up with an empty /var).
+    fs::create_dir_all(cfg.image.join(".statelite")).unwrap();
+    fs::write(cfg.image.join(".statelite/generation"), "1\n").unwrap();
+    let e = setup(&cfg).unwrap_err();
+    assert!(e.to_string().contains("litefile.save"), "{e}");
+    assert_eq!(mounted_below(&mp), 0);
 }

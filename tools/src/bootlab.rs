@@ -65,6 +65,38 @@ impl LabInputs {
     }
 }
 
+/// One boot: the kernel line's extra words and what the lab does when the node asks.
+#[derive(Debug, Clone)]
+pub struct BootPlan<'a> {
+    pub append: &'a str,
+    /// qemu is killed after this long.
+    pub timeout: Duration,
+    /// Copy the node's console to stdout.
+    pub echo: bool,
+    /// On `E2E-WAIT-IMGUPDATE`: change an image file and run `statelite imgupdate`.
+    pub update_image: bool,
+    /// On `E2E-WAIT-BOUNCE`: stop nfs-ganesha by its pid, wait, start it again.
+    pub bounce_server: bool,
+    /// On `E2E-POWERCUT-NOW`: kill qemu at once (a power cut).
+    pub power_cut: bool,
+}
+
+impl<'a> BootPlan<'a> {
+    pub fn new(append: &'a str, timeout: Duration, echo: bool) -> BootPlan<'a> {
+        BootPlan {
+            append,
+            timeout,
+            echo,
+            update_image: false,
+            bounce_server: false,
+            power_cut: false,
+        }
+    }
+}
+
+/// How long the NFS server stays down in a bounce.
+const SERVER_DOWN: Duration = Duration::from_secs(5);
+
 /// A running lab (stopped on drop).
 pub struct Lab {
     pub dir: PathBuf,
@@ -92,6 +124,10 @@ pub struct BootReport {
     pub ended: bool,
     pub powered_off: bool,
     pub imgupdate_done: bool,
+    /// Seconds the NFS server was down when the node asked for a restart under it.
+    pub server_bounced: Option<f64>,
+    /// The lab cut the power (killed qemu) when the node asked for it.
+    pub power_cut: bool,
     pub total_secs: f64,
     pub console: Vec<String>,
 }
@@ -222,6 +258,12 @@ impl Lab {
         write(&r.join("etc/e2e-rw.conf"), "value old\n", 0o644)?;
         write(&r.join("var/e2e/conf"), "value old\n", 0o644)?;
         write(&r.join("etc/e2e-update.txt"), "v1\n", 0o644)?;
+        // Read for the first time while the NFS server is down (E2E-WAIT-BOUNCE).
+        write(
+            &r.join("etc/e2e-bounce.txt"),
+            "served across a restart\n",
+            0o644,
+        )?;
         std::fs::create_dir_all(r.join("srv/persist")).map_err(|e| e.to_string())?;
         write(
             &self.tree.join("etc/motd"),
@@ -404,18 +446,19 @@ impl Lab {
 
     /// Boots the node once: nodeset with `append`, then qemu PXE-boots it until it powers
     /// off or `timeout` passes (then qemu is killed and the report says so).
-    pub fn boot(
-        &self,
-        append: &str,
-        timeout: Duration,
-        echo: bool,
-        update_image: bool,
-    ) -> Result<BootReport, String> {
+    pub fn boot(&self, plan: &BootPlan<'_>) -> Result<BootReport, String> {
+        let BootPlan {
+            append,
+            timeout,
+            echo,
+            ..
+        } = *plan;
         let code = NodesetArgs {
             noderange: NODE.into(),
             state: format!("statelite={IMAGE}"),
             tftpdir: self.tftp.clone(),
-            append: Some(append.to_string()),
+            // sysrq: on a hang the lab asks the kernel for its blocked tasks (below).
+            append: Some(format!("sysrq_always_enabled=1 {append}")),
             json: false,
         }
         .run(&self.tables)
@@ -431,17 +474,22 @@ impl Lab {
             "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{}; head -n 1 >&3; cat <&3'",
             self.serve_port
         );
+        // NFS also gets a relay per connection: the node's client reconnects after the
+        // server restarts (a bounce), which a `tcp:` forward (one connection) cannot take.
+        let nfs_relay = format!("socat - TCP:127.0.0.1:{}", self.nfs_port);
         let netdev = format!(
             "user,id=n0,restrict=on,tftp={},bootfile=pxelinux.0,\
-             guestfwd=tcp:{SERVER}:2049-tcp:127.0.0.1:{},guestfwd=tcp:{SERVER}:3001-cmd:{relay}",
+             guestfwd=tcp:{SERVER}:2049-cmd:{nfs_relay},guestfwd=tcp:{SERVER}:3001-cmd:{relay}",
             self.tftp.display(),
-            self.nfs_port,
         );
+        let monitor = self.dir.join("monitor.sock");
+        let _ = std::fs::remove_file(&monitor);
         let started = Instant::now();
         let mut child: Child = Command::new("qemu-system-x86_64")
             .args([
-                "-m", "1024", "-display", "none", "-serial", "stdio", "-monitor", "none",
+                "-m", "1024", "-display", "none", "-serial", "stdio", "-monitor",
             ])
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
             .args(["-no-reboot", "-boot", "n", "-netdev", &netdev])
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
             .stdin(Stdio::null())
@@ -473,15 +521,37 @@ impl Lab {
         let deadline = started + timeout;
         let mut report = BootReport::default();
         let mut listeners_checked = false;
+        let mut last_line = Instant::now();
+        // Set once the kernel was asked for its blocked tasks: the hang's report.
+        let mut dumped: Option<(Instant, String)> = None;
         let result = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break Err(format!(
-                    "the boot took longer than {timeout:?}: qemu killed"
-                ));
+            let now = Instant::now();
+            if let Some((at, why)) = &dumped {
+                if now.duration_since(*at) > SYSRQ_COLLECT {
+                    break Err(why.clone());
+                }
+            } else {
+                let why = if now >= deadline {
+                    Some(format!(
+                        "the boot took longer than {timeout:?}: qemu killed"
+                    ))
+                } else if report.ended && now.duration_since(last_line) > POWEROFF_STALL {
+                    Some(format!(
+                        "the node printed nothing for {POWEROFF_STALL:?} after its checks \
+                         ended and did not power off: qemu killed"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    // Blocked tasks (w) and every task (t) to the console, then stop.
+                    send_sysrq(&monitor, &['w', 't']);
+                    dumped = Some((now, why));
+                }
             }
-            match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(line) => {
+                    last_line = Instant::now();
                     if echo {
                         let mut out = std::io::stdout().lock();
                         let _ = writeln!(out, "{line}");
@@ -510,7 +580,21 @@ impl Lab {
                             }
                         }
                     }
-                    if line.contains("E2E-WAIT-IMGUPDATE") && update_image {
+                    if line.contains("E2E-WAIT-BOUNCE") && plan.bounce_server {
+                        match self.bounce_ganesha(SERVER_DOWN) {
+                            Ok(down) => report.server_bounced = Some(down),
+                            Err(e) => report.failed.push(format!("server bounce: {e}")),
+                        }
+                    }
+                    if line.contains("E2E-POWERCUT-NOW") && plan.power_cut && !report.power_cut {
+                        // The node has fsync'd; cut the power now, mid-flight.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(qemu_pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        report.power_cut = true;
+                    }
+                    if line.contains("E2E-WAIT-IMGUPDATE") && plan.update_image {
                         match self.image_update("etc/e2e-update.txt", "v2\n") {
                             Ok(_) => report.imgupdate_done = true,
                             Err(e) => report.failed.push(format!("imgupdate: {e}")),
@@ -533,7 +617,8 @@ impl Lab {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
                 Ok(None)
-                    if result.is_err() || Instant::now() > deadline + Duration::from_secs(10) =>
+                    if result.is_err()
+                        || Instant::now() > deadline + SYSRQ_COLLECT + Duration::from_secs(10) =>
                 {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(qemu_pid as i32),
@@ -553,7 +638,7 @@ impl Lab {
                 .console
                 .iter()
                 .rev()
-                .take(80)
+                .take(300)
                 .rev()
                 .map(String::as_str)
                 .collect();
@@ -568,29 +653,80 @@ impl Lab {
         Ok(report)
     }
 
+    /// Stops nfs-ganesha by its pid (SIGTERM, SIGKILL after 10 s) and waits until it is gone.
+    fn stop_ganesha(&self) {
+        let Some(pid) = self.ganesha_pid() else {
+            return;
+        };
+        let p = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+        let alive = || Path::new(&format!("/proc/{pid}")).exists();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive() {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            while alive() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = std::fs::remove_file(&self.ganesha_pidfile);
+    }
+
+    /// The image server disappears and returns: ganesha stopped by its pid, `down` later
+    /// started again. Returns how long it was unreachable, in seconds.
+    pub fn bounce_ganesha(&self, down: Duration) -> Result<f64, String> {
+        let t = Instant::now();
+        self.stop_ganesha();
+        std::thread::sleep(down);
+        self.start_ganesha()?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Runs `statelite liteimg` on the lab's image (symlink mode needs it; FUSE mode sees
+    /// through it).
+    pub fn liteimg(&self) -> Result<(), String> {
+        let args = crate::liteimg::LiteimgArgs {
+            image: Some(IMAGE.into()),
+            os: None,
+            arch: None,
+            profile: None,
+            rootimg: None,
+        };
+        crate::liteimg::run_cli(&args, &self.tables)
+    }
+
     /// Stops the services (also done on drop).
     pub fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
-        if let Some(pid) = self.ganesha_pid() {
-            let p = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-            }
-            let _ = std::fs::remove_file(&self.ganesha_pidfile);
-        }
+        self.stop_ganesha();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How long a node may stay silent after its checks ended without powering off.
+const POWEROFF_STALL: Duration = Duration::from_secs(60);
+/// How long the console is read after asking for a sysrq dump.
+const SYSRQ_COLLECT: Duration = Duration::from_secs(8);
+
+/// Presses Alt-SysRq-`key` on the node's keyboard through qemu's monitor (the node boots
+/// with `sysrq_always_enabled=1`); the kernel prints the answer on the serial console.
+fn send_sysrq(monitor: &Path, keys: &[char]) {
+    use std::os::unix::net::UnixStream;
+    let Ok(mut s) = UnixStream::connect(monitor) else {
+        return;
+    };
+    for k in keys {
+        let _ = writeln!(s, "sendkey alt-sysrq-{k}");
+        std::thread::sleep(Duration::from_secs(2));
     }
 }
 
@@ -631,12 +767,14 @@ pub fn demo_boot(keep: bool) -> Result<(), String> {
          query service on 127.0.0.1:{}\n",
         lab.nfs_port, lab.serve_port
     );
-    let r = lab.boot(
-        "e2e.phase=first statelite.onfail=poweroff",
-        Duration::from_secs(300),
-        true,
-        true,
-    )?;
+    let r = lab.boot(&BootPlan {
+        update_image: true,
+        ..BootPlan::new(
+            "e2e.phase=first statelite.onfail=poweroff",
+            Duration::from_secs(300),
+            true,
+        )
+    })?;
     println!(
         "\n== {} checks passed, {} failed; multi-user.target {} after power-on; powered off: {}",
         r.ok.len(),

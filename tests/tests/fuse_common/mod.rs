@@ -150,6 +150,21 @@ impl Fixture {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// `statelite imgupdate` on the image: bumps its generation (the daemon then
+    /// invalidates what it served from the image).
+    pub fn imgupdate(&self) {
+        let out = Command::new(bin("statelite"))
+            .args(["imgupdate", "compute", "--rootimg"])
+            .arg(self.p("img"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "imgupdate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs a shell command inside the mount directory; returns (status ok, stdout+stderr).
     pub fn sh(&self, script: &str) -> (bool, String) {
         let out = Command::new("sh")

@@ -85,7 +85,8 @@ fi
 # server), then writes persistent data.
 if [ "$phase" = second ]; then
     echo "E2E-WAIT-BOUNCE"
-    sleep 2
+    # The lab kills the server within a moment of that line.
+    sleep 3
     t0=$(cut -d' ' -f1 /proc/uptime)
     got=$(cat /etc/e2e-bounce.txt 2>&1)
     t1=$(cut -d' ' -f1 /proc/uptime)

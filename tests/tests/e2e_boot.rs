@@ -150,7 +150,22 @@ fn node_boots_twice_in_fuse_mode_survives_faults_and_boots_in_symlink_mode() {
     ]);
     assert_boot("FUSE boot 2", &second, &must);
     let down = second.server_bounced.expect("the server was bounced");
-    println!("e2e FUSE boot 2: NFS server down {down:.1} s, node recovered");
+    // The node's read of a never-read image file really waited for the server.
+    let waited: f64 = second
+        .ok
+        .iter()
+        .find_map(|o| o.split("(waited ").nth(1))
+        .and_then(|w| w.split_whitespace().next())
+        .and_then(|w| w.parse().ok())
+        .expect("the node reports how long its read waited");
+    println!(
+        "e2e FUSE boot 2: NFS server down {down:.1} s; the node's read waited {waited:.1} s \
+         and succeeded"
+    );
+    assert!(
+        waited >= 1.0,
+        "the read did not wait for the server ({waited} s): was it down?"
+    );
     assert!(second.power_cut, "FUSE boot 2: the power was not cut");
     // What was fsync'd is on the server, whatever the node's kernel still had in flight.
     assert_eq!(

@@ -653,13 +653,14 @@ impl Lab {
         Ok(report)
     }
 
-    /// Stops nfs-ganesha by its pid (SIGTERM, SIGKILL after 10 s) and waits until it is gone.
-    fn stop_ganesha(&self) {
+    /// Stops nfs-ganesha by its pid (`signal`, then SIGKILL after 10 s) and waits until it
+    /// is gone.
+    fn stop_ganesha(&self, signal: nix::sys::signal::Signal) {
         let Some(pid) = self.ganesha_pid() else {
             return;
         };
         let p = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(p, signal);
         let alive = || Path::new(&format!("/proc/{pid}")).exists();
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive() && Instant::now() < deadline {
@@ -674,11 +675,12 @@ impl Lab {
         let _ = std::fs::remove_file(&self.ganesha_pidfile);
     }
 
-    /// The image server disappears and returns: ganesha stopped by its pid, `down` later
-    /// started again. Returns how long it was unreachable, in seconds.
+    /// The image server disappears and returns: ganesha killed by its pid (at once, as a
+    /// crash or a pulled cable would; a SIGTERM'd ganesha goes on serving while it shuts
+    /// down), `down` later started again. Returns how long it was unreachable, in seconds.
     pub fn bounce_ganesha(&self, down: Duration) -> Result<f64, String> {
         let t = Instant::now();
-        self.stop_ganesha();
+        self.stop_ganesha(nix::sys::signal::Signal::SIGKILL);
         std::thread::sleep(down);
         self.start_ganesha()?;
         Ok(t.elapsed().as_secs_f64())
@@ -702,7 +704,7 @@ impl Lab {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
-        self.stop_ganesha();
+        self.stop_ganesha(nix::sys::signal::Signal::SIGTERM);
     }
 }
 

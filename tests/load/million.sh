@@ -47,7 +47,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # chains, man sections), thousands of tiny directories (share/doc/<package>), regular
 # nested ones (locale/<ll>/LC_MESSAGES, icons/<theme>/<size>/<category>) and deep irregular
 # trees (include, python dist-packages with __pycache__, kernel modules, share, src).
-# Small files (log-normal sizes, median ~1 KiB, capped at 256 KiB), ~8% symlinks (relative,
+# Small files (log-normal sizes, median ~1 KiB, capped at 256 KiB), ~5% symlinks (relative,
 # and some absolute ones dangling outside the image), a few hard links. Also a small etc/,
 # tmp/ and var/ for the litefile entries. "Files" = non-directories (regular files and
 # symlinks; each hard-link name counts once, as find sees it).

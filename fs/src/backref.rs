@@ -183,6 +183,17 @@ impl BackRef {
         }
     }
 
+    /// Keeps a descriptor of the object open from now on (before it is deleted while the
+    /// kernel may still use it: a deleted object can no longer be reopened by handle).
+    pub fn pin(&mut self) -> std::io::Result<()> {
+        if let Kind::Handle { .. } = self.kind {
+            let fd = self.open()?;
+            cache().lock().pop(&self.id);
+            self.kind = Kind::Fd(fd);
+        }
+        Ok(())
+    }
+
     /// True when this reference keeps a descriptor open itself.
     pub fn pins_fd(&self) -> bool {
         matches!(self.kind, Kind::Fd(_))

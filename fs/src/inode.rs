@@ -34,6 +34,15 @@ pub struct IoState {
     pub written_behind_cache: bool,
 }
 
+/// The descriptor I/O without a file handle goes through (the kernel's no-open mode: reads
+/// and writes arrive by inode). Opened on the first request that needs it; writable (on the
+/// store copy) once the inode has been written.
+#[derive(Debug, Clone)]
+pub struct IoFd {
+    pub fd: Arc<OwnedFd>,
+    pub writable: bool,
+}
+
 /// What governs an object, decided once when it is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -111,6 +120,8 @@ pub struct Inode {
     keys: Mutex<Vec<(u64, u64)>>,
     /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
     pub io: Mutex<IoState>,
+    /// The descriptor for handle-less I/O (no-open mode), if one is open.
+    pub iofd: Mutex<Option<IoFd>>,
 }
 
 impl Inode {
@@ -263,6 +274,7 @@ impl InodeTable {
             size_hint: std::sync::atomic::AtomicI64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             io: Mutex::new(IoState::default()),
+            iofd: Mutex::new(None),
         }
     }
 
@@ -338,6 +350,24 @@ impl InodeTable {
     pub fn add_identity(&self, inode: &Inode, key: (u64, u64)) {
         self.by_identity.lock().insert(key, inode.nodeid);
         inode.keys.lock().push(key);
+    }
+
+    /// The inode registered for a backing object, if any.
+    pub fn by_identity(&self, key: (u64, u64)) -> Option<Arc<Inode>> {
+        let id = *self.by_identity.lock().get(&key)?;
+        self.get(id)
+    }
+
+    /// Stops sharing `inode` with later lookups (its object was deleted: a new object
+    /// that reuses the inode number must get a fresh inode). The kernel's references
+    /// stay valid until it forgets them.
+    pub fn unregister(&self, inode: &Inode) {
+        let mut ids = self.by_identity.lock();
+        for key in inode.keys.lock().drain(..) {
+            if ids.get(&key) == Some(&inode.nodeid) {
+                ids.remove(&key);
+            }
+        }
     }
 
     /// Drops `n` kernel references; the inode goes when none are left.

@@ -39,6 +39,10 @@ pub struct OverlayOptions {
     pub passthrough: bool,
     /// Let the kernel open directories without asking us (see `opendir`).
     pub no_opendir: bool,
+    /// Let the kernel open regular files without asking us (no OPEN, RELEASE or FLUSH
+    /// round trips; reads and writes arrive by inode and go through the page cache). Rules
+    /// out passthrough. See `open` and README "FUSE semantics".
+    pub no_open: bool,
     /// Inodes kept before the coldest are handed back to the kernel for forgetting: this
     /// bounds the daemon's memory however large the tree the node walks.
     pub max_inodes: usize,
@@ -51,6 +55,9 @@ impl Default for OverlayOptions {
             passthrough: true,
             max_inodes: 65536,
             no_opendir: true,
+            // Opt-in (`STATELITE_NO_OPEN=1` in the daemon's environment) until large-file
+            // reads match passthrough: see benches/RESULTS.md, run 4.
+            no_open: std::env::var_os("STATELITE_NO_OPEN").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -59,6 +66,33 @@ impl Default for OverlayOptions {
 /// through the kernel's page cache (read through us once, then served from memory, with no
 /// descriptor opened until a read actually reaches us).
 const PASSTHROUGH_MIN_SIZE: i64 = 1 << 20;
+
+/// Read-around for random reads of large read-only files in no-open mode: the chunk size
+/// pushed into the kernel's page cache (`prefetch`), and the read sizes that count as random
+/// (the kernel's own readahead asks for more).
+const PREFETCH_CHUNK: u64 = 1 << 20;
+const PREFETCH_MAX_READ: u32 = 32 * 1024;
+/// Chunks remembered as pushed (a bound; the record is cleared when full).
+const PREFETCH_RECORD_MAX: usize = 1 << 20;
+
+/// Descriptors kept open for handle-less I/O (no-open mode); the oldest is closed beyond.
+pub const IO_FDS_MAX: usize = 1024;
+
+/// Where a read or write goes: an open file's descriptor (classic mode) or the inode's
+/// own (no-open mode).
+enum IoSrc {
+    File(Arc<OpenFile>),
+    Inode(Arc<OwnedFd>),
+}
+
+impl IoSrc {
+    fn fd(&self) -> Result<BorrowedFd<'_>, Errno> {
+        match self {
+            IoSrc::File(f) => f.fd(),
+            IoSrc::Inode(fd) => Ok(fd.as_fd()),
+        }
+    }
+}
 
 /// An open file.
 struct OpenFile {
@@ -157,6 +191,11 @@ pub struct Overlay {
     /// Negative entries the kernel caches in read-only areas, so an image update can
     /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
     negatives: Mutex<lru::LruCache<(u64, CString), ()>>,
+    /// Chunks of large read-only files queued for `prefetch`, and those already pushed.
+    prefetch_tx: crossbeam::channel::Sender<(u64, u64)>,
+    prefetched: Mutex<HashSet<(u64, u64)>>,
+    /// Inodes holding a handle-less I/O descriptor, oldest first (bounds the descriptors).
+    io_fds: Mutex<lru::LruCache<u64, std::sync::Weak<Inode>>>,
     /// Directory listings for readdir without a handle (the kernel opens directories
     /// without asking us, see `opendir`), by node id; rebuilt whenever a read starts at 0.
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
@@ -308,7 +347,10 @@ impl Overlay {
             Err(e) => return Err(e),
         }
         let (tx, rx) = crossbeam::channel::unbounded();
+        let (ptx, prx) = crossbeam::channel::bounded::<(u64, u64)>(256);
         let ov = Arc::new(Overlay {
+            prefetch_tx: ptx,
+            prefetched: Mutex::new(HashSet::new()),
             rules: RwLock::new(Arc::new(RuleState::new(rules, 0))),
             layers,
             inodes: InodeTable::new(),
@@ -323,6 +365,9 @@ impl Overlay {
             negatives: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            io_fds: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(IO_FDS_MAX).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             listings: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(1024).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -330,6 +375,18 @@ impl Overlay {
             inval_tx: tx,
             inval_rx: rx,
         });
+        // The read-around thread: ends when the overlay (the sender) is dropped.
+        let weak = Arc::downgrade(&ov);
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                while let Ok((nodeid, chunk)) = prx.recv() {
+                    match weak.upgrade() {
+                        Some(ov) => ov.prefetch(nodeid, chunk),
+                        None => break,
+                    }
+                }
+            })?;
         let root_fd = sys::open_at(ov.layers.image(), c".", libc::O_PATH | libc::O_DIRECTORY)?;
         let st = sys::fstat(root_fd.as_fd())?;
         ov.inodes.insert_root(NewInode {
@@ -844,6 +901,8 @@ impl Overlay {
                 b.lower = None;
             }
         }
+        // A descriptor of the origin must not serve I/O any more.
+        *inode.iofd.lock() = None;
         self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
         Ok(fd)
     }
@@ -1190,6 +1249,171 @@ impl Overlay {
         self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
+    pub fn no_open(&self) -> bool {
+        self.opts.no_open
+    }
+
+    /// The descriptor for I/O on `inode` without a file handle (no-open mode): a read-only
+    /// one of the current object, or for `write` one of the store copy (copy-up on the first
+    /// write; EROFS, recorded under `op`, outside the writable areas).
+    fn io_fd(&self, inode: &Arc<Inode>, write: bool, op: Op) -> Result<Arc<OwnedFd>, Errno> {
+        if let Some(io) = inode.iofd.lock().as_ref()
+            && (io.writable || !write)
+        {
+            return Ok(io.fd.clone());
+        }
+        if write {
+            let upper = match self.writable(inode, op) {
+                Ok(u) => u,
+                Err(e) => {
+                    if e == Errno::EROFS {
+                        // A shared writable mapping may have changed the kernel's cached
+                        // pages of a read-only file before the write-back was refused:
+                        // drop them so readers see the real content again.
+                        let _ = self.inval_tx.send((inode.nodeid, CString::default()));
+                    }
+                    return Err(e);
+                }
+            };
+            let fd = sys::reopen(upper.as_fd(), libc::O_RDWR).map_err(err)?;
+            if inode.area.store().is_some_and(|s| s.is_durable()) {
+                // Not kept: a writable descriptor held open would pin the persistent store
+                // (NFS open state, no read-only remount); these writes sync anyway.
+                return Ok(Arc::new(fd));
+            }
+            Ok(self.set_io_fd(inode, fd, true))
+        } else {
+            let src = inode.primary_fd().map_err(err)?;
+            let fd = sys::reopen(src.as_fd(), libc::O_RDONLY).map_err(err)?;
+            Ok(self.set_io_fd(inode, fd, false))
+        }
+    }
+
+    /// Installs `fd` as the inode's I/O descriptor (unless a concurrent request installed a
+    /// better one) and closes the oldest beyond `IO_FDS_MAX`.
+    fn set_io_fd(&self, inode: &Arc<Inode>, fd: OwnedFd, writable: bool) -> Arc<OwnedFd> {
+        let fd = Arc::new(fd);
+        {
+            let mut g = inode.iofd.lock();
+            if let Some(io) = g.as_ref()
+                && (io.writable || !writable)
+            {
+                return io.fd.clone();
+            }
+            *g = Some(crate::inode::IoFd {
+                fd: fd.clone(),
+                writable,
+            });
+        }
+        let evicted = self.io_fds.lock().push(inode.nodeid, Arc::downgrade(inode));
+        if let Some((id, old)) = evicted
+            && id != inode.nodeid
+            && let Some(old) = old.upgrade()
+        {
+            *old.iofd.lock() = None;
+        }
+        fd
+    }
+
+    /// A small read of a large read-only file in no-open mode (a random read: the kernel
+    /// reads ahead in larger requests): queues the 1 MiB chunk around it for `prefetch`,
+    /// once. Without OPEN there is no passthrough, so random reads would otherwise reach
+    /// the daemon page by page until the kernel's page cache holds the whole file.
+    fn maybe_prefetch(&self, ino: INodeNo, offset: u64, size: u32) {
+        if size > PREFETCH_MAX_READ {
+            return;
+        }
+        let Some(inode) = self.inodes.get(ino.0) else {
+            return;
+        };
+        // Only where nothing can write through the mount: a pushed page must never
+        // overwrite newer data a writer put in the page cache.
+        if inode.area.store().is_some()
+            || inode.size_hint.load(Ordering::Relaxed) < PASSTHROUGH_MIN_SIZE
+        {
+            return;
+        }
+        let chunk = offset / PREFETCH_CHUNK;
+        {
+            let mut done = self.prefetched.lock();
+            if done.len() >= PREFETCH_RECORD_MAX {
+                done.clear();
+            }
+            if !done.insert((ino.0, chunk)) {
+                return;
+            }
+        }
+        if self.prefetch_tx.try_send((ino.0, chunk)).is_err() {
+            self.prefetched.lock().remove(&(ino.0, chunk));
+        }
+    }
+
+    /// Pushes one chunk of a file into the kernel's page cache (FUSE_NOTIFY_STORE; runs on
+    /// the prefetch thread, never on a request thread: a store waits for the page locks
+    /// of reads in flight).
+    fn prefetch(&self, nodeid: u64, chunk: u64) {
+        let Some(inode) = self.inodes.get(nodeid) else {
+            return;
+        };
+        let Ok(fd) = self.io_fd(&inode, false, Op::read) else {
+            return;
+        };
+        let mut buf = vec![0u8; PREFETCH_CHUNK as usize];
+        let start = chunk * PREFETCH_CHUNK;
+        let mut done = 0;
+        while done < buf.len() {
+            match sys::pread(fd.as_fd(), &mut buf[done..], start + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+        if done == 0 {
+            return;
+        }
+        let notifier = self.notifier.read();
+        if let Some(n) = notifier.as_ref()
+            && n.store(INodeNo(nodeid), start, &buf[..done]).is_ok()
+        {
+            self.stats.prefetches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Where a read or write on `ino` with handle `fh` goes.
+    fn io_src(&self, ino: INodeNo, fh: FileHandle, write: bool, op: Op) -> Result<IoSrc, Errno> {
+        if fh.0 != 0 {
+            return self.file(fh).map(IoSrc::File);
+        }
+        let inode = self.inode(ino)?;
+        if inode.kind != libc::S_IFREG {
+            return Err(Errno::EBADF);
+        }
+        self.io_fd(&inode, write, op).map(IoSrc::Inode)
+    }
+
+    /// The inode the kernel may hold for an object about to be deleted from a store: its
+    /// store copy is pinned so open files keep working after the deletion.
+    fn pin_victim(&self, upper: Option<&OwnedFd>) -> Option<Arc<Inode>> {
+        let key = identity_of(upper?.as_fd())?;
+        let victim = self.inodes.by_identity(key)?;
+        if let Some(u) = victim.backing.write().upper.as_mut() {
+            let _ = u.pin();
+        }
+        Some(victim)
+    }
+
+    /// After a deletion: an object with no name left must not be shared with a new object
+    /// that reuses its inode number.
+    fn forget_if_gone(&self, victim: Option<Arc<Inode>>) {
+        if let Some(v) = victim
+            && let Ok(Some(u)) = v.upper()
+            && sys::fstat(u.as_fd()).is_ok_and(|st| st.st_nlink == 0)
+        {
+            self.inodes.unregister(&v);
+        }
+    }
+
     /// Kernel cache invalidation after an image update: every inode served from a
     /// read-only layer, and every negative entry cached there.
     pub fn invalidate_image(&self) {
@@ -1210,6 +1434,7 @@ impl Overlay {
         }
         count += self.invalidate_negatives(n);
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
+        self.prefetched.lock().clear();
     }
 
     /// Keeps the inode table under its bound: past `max_inodes`, the coldest eighth of the
@@ -1246,12 +1471,17 @@ impl Overlay {
         negs.len() as u64
     }
 
-    /// Sends queued invalidations (runs on the background thread).
+    /// Sends queued invalidations (runs on the background thread). An empty name stands
+    /// for the cached data of inode `parent`.
     pub fn drain_invalidations(&self) {
         let notifier = self.notifier.read();
         while let Ok((parent, name)) = self.inval_rx.try_recv() {
             if let Some(n) = notifier.as_ref() {
-                inval_name(n, parent, &name);
+                if name.is_empty() {
+                    let _ = n.inval_inode(INodeNo(parent), 0, 0);
+                } else {
+                    inval_name(n, parent, &name);
+                }
             }
         }
     }
@@ -1388,16 +1618,17 @@ impl StateliteFs {
         reply.entry(&ttl, &self.0.attr(inode, st), Generation(0));
     }
 
-    /// Creates an object via `make(dir, tmpname)` and puts it in place of `name`
-    /// (atomically replacing a whiteout), then looks it up.
+    /// Creates an object via `make(dir, name)` (atomically replacing a whiteout), then
+    /// looks it up. `make` may return a descriptor of what it created (an open file): it is
+    /// handed back, and spares a second open.
     fn create_object(
         &self,
         req: &Request,
         parent: &Arc<Inode>,
         name: &CStr,
         op: Op,
-        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<()>,
-    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<Option<OwnedFd>>,
+    ) -> Result<(Arc<Inode>, Stat, Option<OwnedFd>), Errno> {
         let ov = &self.0;
         let (_, area, dir) = ov.writable_child(parent, name, op)?;
         // Only a name the origin might hold needs resolving first; in a directory that
@@ -1411,14 +1642,17 @@ impl StateliteFs {
         }
         // A whiteout at the name (the origin's entry was deleted) is replaced in place.
         let whiteout = sys::whiteout_at(dir.as_fd(), name);
-        sys::as_caller(req.uid(), req.gid(), || {
+        let made = sys::as_caller(req.uid(), req.gid(), || {
             if whiteout {
                 sys::unlink_at(dir.as_fd(), name, 0)?;
             }
             make(dir.as_fd(), name)
         })
         .map_err(err)?;
-        let fd = sys::open_at(dir.as_fd(), name, libc::O_PATH).map_err(err)?;
+        let fd = match &made {
+            Some(f) => sys::dup(f.as_fd()).map_err(err)?,
+            None => sys::open_at(dir.as_fd(), name, libc::O_PATH).map_err(err)?,
+        };
         let st = sys::fstat(fd.as_fd()).map_err(err)?;
         // A new directory over a deleted one must not show the origin's old entries.
         if whiteout
@@ -1446,7 +1680,7 @@ impl StateliteFs {
             _ => None,
         };
         let (_, trie) = ov.child_area(&rs, parent, name);
-        ov.instantiate(
+        let (inode, st) = ov.instantiate(
             parent,
             name,
             Resolved {
@@ -1457,7 +1691,8 @@ impl StateliteFs {
                 upper: Some(fd),
                 lower: None,
             },
-        )
+        )?;
+        Ok((inode, st, made))
     }
 }
 
@@ -1486,7 +1721,10 @@ impl Filesystem for StateliteFs {
         for flag in want.iter() {
             let _ = config.add_capabilities(flag);
         }
+        // No passthrough without OPEN: its backing id only comes in an open reply, and on
+        // recent kernels a page-cache open of an inode that is open in passthrough fails.
         if self.0.opts.passthrough
+            && !self.0.opts.no_open
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && (config.set_max_stack_depth(2).is_ok() || config.set_max_stack_depth(1).is_ok())
         {
@@ -1574,6 +1812,16 @@ impl Filesystem for StateliteFs {
                 Some(f) => f.fd().and_then(|fd| {
                     nix::unistd::ftruncate(fd, size as i64).map_err(|e| errno(e as i32))
                 }),
+                None if ov.opts.no_open && inode.kind == libc::S_IFREG => {
+                    ov.io_fd(&inode, true, Op::setattr).and_then(|fd| {
+                        nix::unistd::ftruncate(fd.as_fd(), size as i64)
+                            .map_err(|e| errno(e as i32))?;
+                        if inode.area.store().is_some_and(|s| s.is_durable()) {
+                            sys::fsync(fd.as_fd(), true).map_err(err)?;
+                        }
+                        Ok(())
+                    })
+                }
                 None => sys::reopen(upper.as_fd(), libc::O_WRONLY)
                     .map_err(err)
                     .and_then(|fd| {
@@ -1637,7 +1885,7 @@ impl Filesystem for StateliteFs {
         let parent = tri!(t, reply, ov.inode(parent));
         let name = tri!(t, reply, name_cstr(name));
         let mode = mode & !(umask & 0o777);
-        let (inode, st) = tri!(
+        let (inode, st, _) = tri!(
             t,
             reply,
             self.create_object(req, &parent, &name, Op::mknod, |d, n| {
@@ -1651,7 +1899,7 @@ impl Filesystem for StateliteFs {
                         return Err(io::Error::from_raw_os_error(libc::EPERM));
                     }
                 }
-                Ok(())
+                Ok(None)
             })
         );
         self.entry(reply, &inode, &st);
@@ -1671,12 +1919,13 @@ impl Filesystem for StateliteFs {
         let parent = tri!(t, reply, ov.inode(parent));
         let name = tri!(t, reply, name_cstr(name));
         let mode = mode & !umask & 0o7777;
-        let (inode, st) = tri!(
+        let (inode, st, _) = tri!(
             t,
             reply,
             self.create_object(req, &parent, &name, Op::mkdir, |d, n| sys::mkdir_at(
                 d, n, mode
-            ))
+            )
+            .map(|()| None))
         );
         self.entry(reply, &inode, &st);
     }
@@ -1698,12 +1947,13 @@ impl Filesystem for StateliteFs {
             reply,
             CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
         );
-        let (inode, st) = tri!(
+        let (inode, st, _) = tri!(
             t,
             reply,
             self.create_object(req, &parent, &name, Op::symlink, |d, n| sys::symlink_at(
                 &target, d, n
-            ))
+            )
+            .map(|()| None))
         );
         self.entry(reply, &inode, &st);
     }
@@ -1717,7 +1967,9 @@ impl Filesystem for StateliteFs {
         let r = tri!(t, reply, ov.resolve(&parent, &name)).ok_or(Errno::ENOENT);
         let r = tri!(t, reply, r);
         if r.upper.is_some() {
+            let victim = ov.pin_victim(r.upper.as_ref());
             tri!(t, reply, sys::unlink_at(dir.as_fd(), &name, 0).map_err(err));
+            ov.forget_if_gone(victim);
         }
         if r.lower.is_some() {
             tri!(
@@ -1841,6 +2093,11 @@ impl Filesystem for StateliteFs {
                         .resolve(&parent, &name)?
                         .is_some_and(|r| r.lower.is_some());
             let upper = ov.copy_up(&src)?;
+            // The replaced object may still be open: keep it reachable.
+            let victim = dst_inode.as_ref().and_then(|d| {
+                let u = d.upper().ok().flatten()?;
+                ov.pin_victim(Some(&u))
+            });
             if src_store == dst_store {
                 sys::rename_at(src_dir.as_fd(), &name, dst_dir.as_fd(), &newname, 0)
                     .map_err(err)?;
@@ -1865,6 +2122,7 @@ impl Filesystem for StateliteFs {
                 loc.parent = Some(newparent.clone());
                 loc.name = newname.clone();
             }
+            ov.forget_if_gone(victim);
             if let Some(d) = dst_inode {
                 ov.inodes.forget(d.nodeid, 1);
             }
@@ -1926,6 +2184,13 @@ impl Filesystem for StateliteFs {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::open);
         let inode = tri!(t, reply, ov.inode(ino));
+        if ov.opts.no_open {
+            // Answered once: the kernel then opens files itself (no OPEN, RELEASE or, with
+            // the ENOSYS to FLUSH, FLUSH round trips), keeps their page cache across opens,
+            // and sends reads and writes with handle 0, served by inode (`io_fd`).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let (file, fopen) = tri!(
             t,
             reply,
@@ -1943,7 +2208,7 @@ impl Filesystem for StateliteFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -1953,29 +2218,43 @@ impl Filesystem for StateliteFs {
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::read);
-        let f = tri!(t, reply, ov.file(fh));
-        let fd = tri!(t, reply, f.fd());
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match sys::pread(fd, &mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => {
-                    t.failed = true;
-                    reply.error(err(e));
-                    return;
+        let src = tri!(t, reply, ov.io_src(ino, fh, false, Op::read));
+        let fd = tri!(t, reply, src.fd());
+        if let IoSrc::Inode(_) = src {
+            ov.maybe_prefetch(ino, offset, size);
+        }
+        // One buffer per request thread, reused: no allocation or zeroing per read.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let size = size as usize;
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let buf = &mut buf[..size];
+            let mut done = 0;
+            while done < buf.len() {
+                match sys::pread(fd, &mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) => {
+                        t.failed = true;
+                        reply.error(err(e));
+                        return;
+                    }
                 }
             }
-        }
-        reply.data(&buf[..done]);
+            reply.data(&buf[..done]);
+        });
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -1986,13 +2265,18 @@ impl Filesystem for StateliteFs {
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::write);
-        let f = tri!(t, reply, ov.file(fh));
-        let n = tri!(
-            t,
-            reply,
-            f.fd()
-                .and_then(|fd| sys::pwrite(fd, data, offset).map_err(err))
-        );
+        let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::write));
+        let fd = tri!(t, reply, src.fd());
+        let n = tri!(t, reply, sys::pwrite(fd, data, offset).map_err(err));
+        if let IoSrc::Inode(_) = src
+            && ov
+                .inode(ino)
+                .is_ok_and(|i| i.area.store().is_some_and(|s| s.is_durable()))
+        {
+            // Without FLUSH there is no close to sync at: persistent data is written
+            // through to the store before the write returns.
+            tri!(t, reply, sys::fsync(fd, true).map_err(err));
+        }
         reply.written(n as u32);
     }
 
@@ -2006,6 +2290,12 @@ impl Filesystem for StateliteFs {
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::flush);
+        if ov.opts.no_open {
+            // Answered once: the kernel stops sending FLUSH on every close(2). Durable
+            // stores are synced at each write instead (see `write`).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let f = tri!(t, reply, ov.file(fh));
         if f.durable_write {
             // Persistent data reaches the store before close(2) returns.
@@ -2029,6 +2319,10 @@ impl Filesystem for StateliteFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.0.stats.time(Op::release);
+        if fh.0 == 0 {
+            reply.ok(); // a file opened or created in no-open mode: nothing to close
+            return;
+        }
         let f = self.0.files.lock().remove(&fh.0);
         if let Some(f) = f {
             self.0.close_file(&f);
@@ -2039,18 +2333,19 @@ impl Filesystem for StateliteFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fsync);
-        let f = tri!(t, reply, ov.file(fh));
+        let src = tri!(t, reply, ov.io_src(ino, fh, false, Op::fsync));
         tri!(
             t,
             reply,
-            f.fd().and_then(|fd| sys::fsync(fd, datasync).map_err(err))
+            src.fd()
+                .and_then(|fd| sys::fsync(fd, datasync).map_err(err))
         );
         reply.ok();
     }
@@ -2325,13 +2620,32 @@ impl Filesystem for StateliteFs {
         let parent = tri!(t, reply, ov.inode(parent));
         let name = tri!(t, reply, name_cstr(name));
         let mode = mode & !umask & 0o7777;
-        let (inode, st) = tri!(
+        let (inode, st, made) = tri!(
             t,
             reply,
             self.create_object(req, &parent, &name, Op::create, |d, n| {
-                sys::create_at(d, n, libc::O_WRONLY | libc::O_EXCL, mode).map(drop)
+                sys::create_at(d, n, libc::O_RDWR | libc::O_EXCL, mode).map(Some)
             })
         );
+        if ov.opts.no_open {
+            // No open state: the descriptor just created serves the inode's I/O, and the
+            // kernel sends no RELEASE (handle 0, page cache, no passthrough).
+            if let Some(fd) = made
+                && !inode.area.store().is_some_and(|s| s.is_durable())
+            {
+                ov.set_io_fd(&inode, fd, true);
+            }
+            let attr = ov.attr(&inode, &st);
+            reply.created(
+                &ov.opts.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            );
+            return;
+        }
+        drop(made);
         // O_CREAT and O_EXCL were honoured creating it; it is new, so O_TRUNC is moot.
         let (file, fopen) = tri!(
             t,
@@ -2373,7 +2687,7 @@ impl Filesystem for StateliteFs {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -2382,8 +2696,8 @@ impl Filesystem for StateliteFs {
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fallocate);
-        let f = tri!(t, reply, ov.file(fh));
-        let fd = tri!(t, reply, f.fd());
+        let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::fallocate));
+        let fd = tri!(t, reply, src.fd());
         let r = unsafe {
             libc::fallocate(
                 fd.as_raw_fd(),
@@ -2403,7 +2717,7 @@ impl Filesystem for StateliteFs {
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
@@ -2411,8 +2725,8 @@ impl Filesystem for StateliteFs {
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::lseek);
-        let f = tri!(t, reply, ov.file(fh));
-        let fd = tri!(t, reply, f.fd());
+        let src = tri!(t, reply, ov.io_src(ino, fh, false, Op::lseek));
+        let fd = tri!(t, reply, src.fd());
         let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
         if r < 0 {
             t.failed = true;

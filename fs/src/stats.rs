@@ -74,6 +74,8 @@ pub struct Stats {
     pub negative_entries: AtomicU64,
     pub invalidations: AtomicU64,
     pub generation_bumps: AtomicU64,
+    /// Chunks of large read-only files pushed into the kernel's page cache (no-open mode).
+    pub prefetches: AtomicU64,
 }
 
 impl Default for Stats {
@@ -86,6 +88,7 @@ impl Default for Stats {
             negative_entries: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             generation_bumps: AtomicU64::new(0),
+            prefetches: AtomicU64::new(0),
         }
     }
 }
@@ -127,6 +130,7 @@ pub struct StatsSnapshot {
     pub negative_entries: u64,
     pub invalidations: u64,
     pub generation_bumps: u64,
+    pub prefetches: u64,
 }
 
 impl Stats {
@@ -168,6 +172,7 @@ impl Stats {
             negative_entries: l(&self.negative_entries),
             invalidations: l(&self.invalidations),
             generation_bumps: l(&self.generation_bumps),
+            prefetches: l(&self.prefetches),
         }
     }
 }

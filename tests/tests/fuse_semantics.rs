@@ -73,6 +73,16 @@ fn read(fx: &Fixture, p: &str) -> String {
     fs::read_to_string(fx.m(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
+/// The paths in a `denied` answer.
+fn denied_paths(denied: &serde_json::Value) -> Vec<&str> {
+    denied["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect()
+}
+
 fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     match r {
         Ok(_) => 0,
@@ -116,8 +126,14 @@ fn every_option_behaves_as_specified() {
 
     // ro and link,ro: read-only, from the first litetree hit (live), else the image.
     assert_eq!(read(&fx, "etc/motd"), "tree1 motd\n");
+    // (EROFS at open(2) with OPEN requests; at the first write in no-open mode.)
     assert_eq!(
-        errno_of(fs::OpenOptions::new().write(true).open(fx.m("etc/motd"))),
+        errno_of(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(fx.m("etc/motd"))
+                .and_then(|mut f| f.write_all(b"x"))
+        ),
         libc::EROFS
     );
     assert_eq!(read(&fx, "opt/site/README"), "image site\n");
@@ -207,12 +223,7 @@ fn erofs_outside_writable_areas_is_recorded() {
     let (ok, out) = fx.sh("setfattr -n user.x -v 1 etc/passwd");
     assert!(!ok && out.contains("Read-only"), "{out}");
     let denied = fx.control(r#"{"cmd":"denied"}"#);
-    let paths: Vec<&str> = denied["denied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap())
-        .collect();
+    let paths = denied_paths(&denied);
     assert!(paths.contains(&"/etc/passwd"), "{denied}");
     assert!(paths.contains(&"/usr/local"), "{denied}");
     let row = denied["denied"]
@@ -719,7 +730,7 @@ fn descriptors_stay_bounded_on_trees_larger_than_the_fd_cache() {
     let pid = fx.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     assert!(
-        fds < statelite_fs::backref::FD_CACHE_SIZE + 128,
+        fds < statelite_fs::backref::FD_CACHE_SIZE + statelite_fs::overlay::IO_FDS_MAX + 128,
         "{fds} descriptors open"
     );
 }
@@ -757,4 +768,168 @@ fn the_inode_table_stays_bounded_on_large_walks() {
         "39/99",
         "forgotten inodes come back on lookup"
     );
+}
+
+/// The kernel's no-open mode (`STATELITE_NO_OPEN=1`): no OPEN/RELEASE/FLUSH, I/O by inode
+/// through the page cache.
+fn mounted_no_open() -> Fixture {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    fx.envs.push(("STATELITE_NO_OPEN".into(), "1".into()));
+    fx.mount();
+    fx
+}
+
+#[test]
+fn no_open_mode_copies_up_at_the_first_write_and_refuses_locked_paths_at_write() {
+    let fx = mounted_no_open();
+    let stats = fx.control(r#"{"cmd":"stats"}"#);
+    // Opening for writing copies nothing up: the first write does.
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.m("etc/ssh/sshd_config"))
+        .unwrap();
+    assert!(
+        !fx.p("vol/etc/ssh/sshd_config").exists(),
+        "no copy-up at open"
+    );
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "PermitRootLogin no\n");
+    f.write_all(b"Port 22\n").unwrap();
+    assert!(fx.p("vol/etc/ssh/sshd_config").exists(), "copy-up at write");
+    drop(f);
+    assert_eq!(
+        read(&fx, "etc/ssh/sshd_config"),
+        "PermitRootLogin no\nPort 22\n",
+        "read after write"
+    );
+    assert_eq!(
+        fs::read_to_string(fx.p("img/etc/ssh/sshd_config")).unwrap(),
+        "PermitRootLogin no\n"
+    );
+    // O_TRUNC, then append.
+    fs::write(fx.m("etc/ssh/ssh_host_key"), "NEW\n").unwrap();
+    let mut a = fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("etc/ssh/ssh_host_key"))
+        .unwrap();
+    a.write_all(b"MORE\n").unwrap();
+    drop(a);
+    assert_eq!(read(&fx, "etc/ssh/ssh_host_key"), "NEW\nMORE\n");
+    assert_eq!(
+        fs::read_to_string(fx.p("vol/etc/ssh/ssh_host_key")).unwrap(),
+        "NEW\nMORE\n"
+    );
+    // A locked path opens for writing, but the write fails with EROFS and is recorded;
+    // O_TRUNC fails at open (the truncation is a write).
+    let mut w = fs::OpenOptions::new()
+        .write(true)
+        .open(fx.m("etc/passwd"))
+        .unwrap();
+    assert_eq!(errno_of(w.write_all(b"x")), libc::EROFS);
+    drop(w);
+    assert_eq!(errno_of(fs::write(fx.m("etc/motd"), "x")), libc::EROFS);
+    assert_eq!(read(&fx, "etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    let denied = fx.control(r#"{"cmd":"denied"}"#);
+    let paths = denied_paths(&denied);
+    assert!(paths.contains(&"/etc/passwd"), "{denied}");
+    // Persistent writes reach the store at once (no close to sync at).
+    let mut p = fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("etc/license"))
+        .unwrap();
+    p.write_all(b"node\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(fx.p("state/etc/license")).unwrap(),
+        "image license\nnode\n"
+    );
+    drop(p);
+    // No OPEN/RELEASE/FLUSH round trips beyond the first answers.
+    let after = fx.control(r#"{"cmd":"stats"}"#);
+    let count = |v: &serde_json::Value, op: &str| {
+        v["ops"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["op"] == op)
+                    .map(|o| o["count"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    let _ = stats;
+    assert!(count(&after, "open") <= 1, "{after}");
+    assert!(count(&after, "flush") <= 1, "{after}");
+    // Image never written.
+    assert_eq!(
+        fs::read_to_string(fx.p("img/etc/passwd")).unwrap(),
+        "root:x:0:0::/root:/bin/sh\n"
+    );
+}
+
+#[test]
+fn no_open_mode_mmap_unlinked_files_and_image_updates() {
+    let fx = mounted_no_open();
+    // Shared writable mapping of a writable file: the data reaches the store.
+    let (ok, out) = fx.sh("printf 'aaaaaaaa' > tmp/map && python3 -c \"
+import mmap,os
+f=os.open('tmp/map',os.O_RDWR)
+m=mmap.mmap(f,8)
+m[0:4]=b'BBBB'
+m.flush()
+m.close()
+os.close(f)
+\" && cat tmp/map");
+    assert!(ok, "{out}");
+    assert_eq!(out, "BBBBaaaa");
+    assert_eq!(fs::read_to_string(fx.p("vol/tmp/map")).unwrap(), "BBBBaaaa");
+    // An open file keeps working after it is unlinked, and a new file that may reuse its
+    // inode number is a different file.
+    fs::write(fx.m("tmp/gone"), "old data").unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.m("tmp/gone"))
+        .unwrap();
+    fs::remove_file(fx.m("tmp/gone")).unwrap();
+    fs::write(fx.m("tmp/fresh"), "fresh").unwrap();
+    f.write_all(b"NEW").unwrap();
+    let mut s = String::new();
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "NEW data");
+    drop(f);
+    assert_eq!(read(&fx, "tmp/fresh"), "fresh");
+    // A file replaced in the image while mounted: shown after the generation bump.
+    assert_eq!(read(&fx, "usr/bin/tool"), "#!/bin/sh\necho tool\n");
+    write(&fx.p("img/usr/bin/tool.new"), "#!/bin/sh\necho new\n");
+    fs::rename(fx.p("img/usr/bin/tool.new"), fx.p("img/usr/bin/tool")).unwrap();
+    fx.imgupdate();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if read(&fx, "usr/bin/tool") == "#!/bin/sh\necho new\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still the old content"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A large read-only file read at random offsets (the prefetch path) reads right.
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(fx.p("img/usr/big"), &big).unwrap();
+    let mut f = fs::File::open(fx.m("usr/big")).unwrap();
+    use std::os::unix::fs::FileExt;
+    for off in [2_500_000u64, 10, 1_048_570, 3 * 1_048_576 - 4096] {
+        let mut b = [0u8; 4096];
+        let n = f.read_at(&mut b, off).unwrap();
+        assert_eq!(&b[..n], &big[off as usize..off as usize + n], "at {off}");
+    }
+    let mut all = Vec::new();
+    f.read_to_end(&mut all).unwrap();
+    assert!(all == big, "whole file");
 }

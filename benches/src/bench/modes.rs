@@ -21,6 +21,9 @@ pub enum Mode {
     Fuse,
     /// FUSE mode with `--no-passthrough` (diagnostic; only with `--modes`).
     FuseNopt,
+    /// FUSE mode in no-open mode (`STATELITE_NO_OPEN=1`: no OPEN/RELEASE/FLUSH round
+    /// trips, page cache only, no passthrough; only with `--modes`).
+    FuseNoopen,
     Overlayfs,
     FuseOverlayfs,
     Mergerfs,
@@ -33,6 +36,7 @@ impl Mode {
             Mode::Symlink => "symlink",
             Mode::Fuse => "fuse",
             Mode::FuseNopt => "fuse-nopt",
+            Mode::FuseNoopen => "fuse-noopen",
             Mode::Overlayfs => "overlayfs",
             Mode::FuseOverlayfs => "fuse-overlayfs",
             Mode::Mergerfs => "mergerfs",
@@ -44,6 +48,7 @@ impl Mode {
             "symlink" => Mode::Symlink,
             "fuse" => Mode::Fuse,
             "fuse-nopt" => Mode::FuseNopt,
+            "fuse-noopen" => Mode::FuseNoopen,
             "overlayfs" => Mode::Overlayfs,
             "fuse-overlayfs" => Mode::FuseOverlayfs,
             "mergerfs" => Mode::Mergerfs,
@@ -51,7 +56,7 @@ impl Mode {
         })
     }
     pub fn is_statelite_fuse(self) -> bool {
-        matches!(self, Mode::Fuse | Mode::FuseNopt)
+        matches!(self, Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen)
     }
 }
 
@@ -215,7 +220,7 @@ pub fn mount(
                 .env("STATELITE_LOG", "warn"))?;
             view.ready = t0.elapsed();
         }
-        Mode::Fuse | Mode::FuseNopt => {
+        Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen => {
             fs::create_dir_all(scratch.join("state")).map_err(io)?;
             fs::create_dir_all(scratch.join("vol")).map_err(io)?;
             let sock = scratch.join("control.sock");
@@ -237,6 +242,9 @@ pub fn mount(
             }
             if mode == Mode::FuseNopt {
                 cmd.arg("--no-passthrough");
+            }
+            if mode == Mode::FuseNoopen {
+                cmd.env("STATELITE_NO_OPEN", "1");
             }
             cmd.arg(&mp)
                 .env("STATELITE_LOG", "info")

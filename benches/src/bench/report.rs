@@ -201,13 +201,7 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
                     best = (x, p.name());
                 }
             }
-            let verdict = if r.is_nan() {
-                "n/a"
-            } else if r >= *target {
-                "met"
-            } else {
-                "**missed**"
-            };
+            let verdict = verdict(r, *target);
             let title = f.map(|m| m.title.clone()).unwrap_or_else(|| w.to_string());
             s.push_str(&format!(
                 "| {title}, {v} | {} | ≥ {target} | {verdict} | {} | {} {} | {peer} |\n",
@@ -238,8 +232,41 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
                 ));
             }
         }
+        // The same targets for the diagnostic FUSE variants measured in this run.
+        for alt in [Mode::FuseNoopen, Mode::FuseNopt] {
+            if !modes.contains(&alt) {
+                continue;
+            }
+            s.push_str(&format!(
+                "\n#### {} against the same targets\n\n| workload | {} / symlink | target | |\n|---|---:|---:|---|\n",
+                alt.name(),
+                alt.name()
+            ));
+            for (w, v, target, _) in TARGETS {
+                let f = find(w, v, alt);
+                let r = ratio(f.as_ref(), find(w, v, Mode::Symlink).as_ref());
+                let verdict = verdict(r, *target);
+                let title = f.map(|m| m.title.clone()).unwrap_or_else(|| w.to_string());
+                s.push_str(&format!(
+                    "| {title}, {v} | {} | ≥ {target} | {verdict} |\n",
+                    fmt_ratio(r)
+                ));
+            }
+            s.push('\n');
+        }
     }
     s
+}
+
+/// A ratio against its target: met, missed, or not measured.
+fn verdict(r: f64, target: f64) -> &'static str {
+    if r.is_nan() {
+        "n/a"
+    } else if r >= target {
+        "met"
+    } else {
+        "**missed**"
+    }
 }
 
 fn color(mode: Mode) -> RGBColor {
@@ -248,6 +275,7 @@ fn color(mode: Mode) -> RGBColor {
         Mode::Symlink => RGBColor(0, 0, 0),
         Mode::Fuse => RGBColor(214, 39, 40),
         Mode::FuseNopt => RGBColor(255, 152, 150),
+        Mode::FuseNoopen => RGBColor(148, 103, 189),
         Mode::Overlayfs => RGBColor(31, 119, 180),
         Mode::FuseOverlayfs => RGBColor(44, 160, 44),
         Mode::Mergerfs => RGBColor(148, 103, 189),

@@ -49,6 +49,8 @@ pub fn write(path: &Path, data: &str) {
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub extra_args: Vec<String>,
+    /// Extra environment for the daemon (e.g. `STATELITE_NO_OPEN=1`).
+    pub envs: Vec<(String, String)>,
     mounted: bool,
 }
 
@@ -68,6 +70,7 @@ impl Fixture {
         Fixture {
             dir,
             extra_args: Vec::new(),
+            envs: Vec::new(),
             mounted: false,
         }
     }
@@ -112,6 +115,7 @@ impl Fixture {
             .args(&self.extra_args)
             .arg(self.p("mnt"))
             .env("STATELITE_LOG", "warn")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(

@@ -48,11 +48,36 @@ pub struct Mounted {
 
 /// Reads the image generation: the file's content, or `None` when it does not exist.
 pub fn read_generation(layers: &LayerStack) -> Option<String> {
+    // An NFS client keeps a negative entry for `.statelite` (or `generation`) while its
+    // directory's cached attributes say nothing changed, for up to `acdirmax` (60 s): the
+    // first `imgupdate` of an image that had neither went unseen that long on a node.
+    // Refreshing the directories' attributes from the server makes the client drop the
+    // stale negative entries (on a local filesystem this costs two cheap statx calls).
+    force_attr_refresh(layers.image(), "");
+    force_attr_refresh(layers.image(), ".statelite");
     let fd = sys::open_beneath(layers.image(), GENERATION_FILE, libc::O_RDONLY).ok()?;
     let mut s = String::new();
     use std::io::Read;
     std::fs::File::from(fd).read_to_string(&mut s).ok()?;
     Some(s.trim().to_string())
+}
+
+/// `statx(AT_STATX_FORCE_SYNC)` of `rel` below `dir` (no symlink followed): network
+/// filesystems fetch fresh attributes from the server. Errors (an absent entry) are fine.
+fn force_attr_refresh(dir: std::os::fd::BorrowedFd<'_>, rel: &str) {
+    use std::os::fd::AsRawFd;
+    let Ok(c) = CString::new(rel) else { return };
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a valid descriptor, a NUL-terminated path and a buffer of the right type.
+    unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_BASIC_STATS,
+            stx.as_mut_ptr(),
+        );
+    }
 }
 
 /// Every inode the kernel holds keeps a descriptor of its backing object open, so the

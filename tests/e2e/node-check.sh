@@ -105,6 +105,8 @@ fi
 
 # Image update: the host changes /etc/e2e-update.txt in the image and runs imgupdate.
 if [ "$mode" = fuse ] && [ "$phase" = first ]; then
+    # Read (and so cache) the old version first: seeing v2 then proves the invalidation.
+    [ "$(cat /etc/e2e-update.txt)" = "v1" ] && ok "image file read before the update" || bad "before the update: $(cat /etc/e2e-update.txt)"
     echo "E2E-WAIT-IMGUPDATE"
     for _ in $(seq 1 150); do
         [ "$(cat /etc/e2e-update.txt)" = "v2" ] && break

@@ -53,8 +53,8 @@ pub fn read_generation(layers: &LayerStack) -> Option<String> {
     // first `imgupdate` of an image that had neither went unseen that long on a node.
     // Refreshing the directories' attributes from the server makes the client drop the
     // stale negative entries (on a local filesystem this costs two cheap statx calls).
-    force_attr_refresh(layers.image(), "");
-    force_attr_refresh(layers.image(), ".statelite");
+    refresh_attrs(layers.image(), "");
+    refresh_attrs(layers.image(), ".statelite");
     let fd = sys::open_beneath(layers.image(), GENERATION_FILE, libc::O_RDONLY).ok()?;
     let mut s = String::new();
     use std::io::Read;
@@ -64,7 +64,7 @@ pub fn read_generation(layers: &LayerStack) -> Option<String> {
 
 /// `statx(AT_STATX_FORCE_SYNC)` of `rel` below `dir` (no symlink followed): network
 /// filesystems fetch fresh attributes from the server. Errors (an absent entry) are fine.
-fn force_attr_refresh(dir: std::os::fd::BorrowedFd<'_>, rel: &str) {
+pub(crate) fn refresh_attrs(dir: std::os::fd::BorrowedFd<'_>, rel: &str) {
     use std::os::fd::AsRawFd;
     let Ok(c) = CString::new(rel) else { return };
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();

@@ -1420,7 +1420,18 @@ impl Overlay {
         let notifier = self.notifier.read();
         let Some(n) = notifier.as_ref() else { return };
         let mut count = 0u64;
-        for inode in self.inodes.all() {
+        let inodes = self.inodes.all();
+        // First fresh attributes for every image directory we know: an NFS client keeps
+        // its entries (a replaced file's old handle, a new file's negative entry) while a
+        // directory's cached attributes say it did not change, so the re-lookups below
+        // would get stale answers (ESTALE on the old file, seen on a node after an rpm-style
+        // rename-over).
+        for inode in inodes.iter().filter(|i| i.is_dir()) {
+            if let Ok(Some((_, fd))) = inode.lower() {
+                crate::mount::refresh_attrs(fd.as_fd(), "");
+            }
+        }
+        for inode in inodes {
             let from_origin =
                 !inode.is_copied_up() && inode.area.store().is_none() || inode.is_dir();
             if !from_origin {
@@ -1432,7 +1443,7 @@ impl Overlay {
             }
             count += 1;
         }
-        count += self.invalidate_negatives(n);
+        count += self.invalidate_appeared_negatives(n);
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
         self.prefetched.lock().clear();
     }
@@ -1454,6 +1465,37 @@ impl Overlay {
         self.stats
             .invalidations
             .fetch_add(excess as u64, Ordering::Relaxed);
+    }
+
+    /// After an image update: invalidates the negative entries whose name now exists in
+    /// the image (or whose directory we cannot check); the others stay cached. Keeping
+    /// them matters beyond speed: systemd-shutdown looks up `/etc/initrd-release` while
+    /// the daemon is stopped (see mountd's `shutdown_guard`).
+    fn invalidate_appeared_negatives(&self, n: &fuser::Notifier) -> u64 {
+        let negs: Vec<(u64, CString)> = {
+            let g = self.negatives.lock();
+            g.iter().map(|(k, _)| k.clone()).collect()
+        };
+        let mut count = 0;
+        for (parent, name) in negs {
+            let still_absent = self
+                .inodes
+                .get(parent)
+                .and_then(|p| p.lower().ok().flatten())
+                .is_some_and(|(_, dir)| {
+                    matches!(
+                        sys::stat_at(dir.as_fd(), &name),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT)
+                    )
+                });
+            if still_absent {
+                continue;
+            }
+            self.negatives.lock().pop(&(parent, name.clone()));
+            inval_name(n, parent, &name);
+            count += 1;
+        }
+        count
     }
 
     /// Invalidates every negative entry the kernel may cache in read-only areas; returns

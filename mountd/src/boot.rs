@@ -122,6 +122,9 @@ pub struct BootArgs {
     /// Do not use FUSE passthrough even if the kernel offers it.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// The kernel's no-open mode (see `statelite-mountd mount --no-open`).
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1255,6 +1258,7 @@ fn fuse_root(
         generation_interval: Duration::from_secs_f64(args.generation_interval.max(0.1)),
         options: OverlayOptions {
             passthrough: !args.no_passthrough,
+            no_open: args.no_open || OverlayOptions::default().no_open,
             ..OverlayOptions::default()
         },
     };

@@ -110,6 +110,11 @@ struct MountArgs {
     /// Do not use FUSE passthrough even if the kernel offers it.
     #[arg(long)]
     no_passthrough: bool,
+    /// The kernel's no-open mode: no OPEN/RELEASE/FLUSH round trips, file I/O by inode
+    /// through the page cache, EROFS at the first write (README "FUSE semantics"). Also
+    /// `STATELITE_NO_OPEN=1`.
+    #[arg(long)]
+    no_open: bool,
     /// Inodes kept in memory before the coldest are released (bounds the daemon's memory).
     #[arg(long, default_value_t = 65536)]
     max_inodes: usize,
@@ -320,6 +325,7 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         options: OverlayOptions {
             passthrough: !args.no_passthrough,
             max_inodes: args.max_inodes.max(1024),
+            no_open: args.no_open || OverlayOptions::default().no_open,
             ..OverlayOptions::default()
         },
     };

@@ -770,12 +770,12 @@ fn the_inode_table_stays_bounded_on_large_walks() {
     );
 }
 
-/// The kernel's no-open mode (`STATELITE_NO_OPEN=1`): no OPEN/RELEASE/FLUSH, I/O by inode
-/// through the page cache.
+/// The kernel's no-open mode (`--no-open`, or `STATELITE_NO_OPEN=1`): no OPEN/RELEASE/FLUSH,
+/// I/O by inode through the page cache.
 fn mounted_no_open() -> Fixture {
     let mut fx = Fixture::new(RULES);
     image(&fx);
-    fx.envs.push(("STATELITE_NO_OPEN".into(), "1".into()));
+    fx.extra_args.push("--no-open".into());
     fx.mount();
     fx
 }

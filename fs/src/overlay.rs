@@ -1421,12 +1421,14 @@ impl Overlay {
         let Some(n) = notifier.as_ref() else { return };
         let mut count = 0u64;
         let inodes = self.inodes.all();
-        // First fresh attributes for every image directory we know: an NFS client keeps
-        // its entries (a replaced file's old handle, a new file's negative entry) while a
-        // directory's cached attributes say it did not change, so the re-lookups below
-        // would get stale answers (ESTALE on the old file, seen on a node after an rpm-style
-        // rename-over).
-        for inode in inodes.iter().filter(|i| i.is_dir()) {
+        // First fresh attributes from the server for every origin object we know. An NFS
+        // client goes on serving a name it cached (a replaced file's old handle, a new
+        // file's negative entry) while the cached attributes say nothing changed, so the
+        // kernel's re-lookups below would get the old object back: ESTALE on a node after
+        // an rpm-style rename-over in the image. A forced getattr of a replaced file fails
+        // with ESTALE, which makes the client drop it; of a directory, it makes the client
+        // revalidate the names below. One GETATTR per cached object, only on an update.
+        for inode in &inodes {
             if let Ok(Some((_, fd))) = inode.lower() {
                 crate::mount::refresh_attrs(fd.as_fd(), "");
             }

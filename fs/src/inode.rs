@@ -114,6 +114,8 @@ pub struct Inode {
     lookups: AtomicU64,
     /// Tick of the last lookup, for trimming the table (see `InodeTable::coldest`).
     last_used: AtomicU64,
+    /// Tick at which a lookup below this directory last refreshed its ancestors.
+    ancestors_warmed: AtomicU64,
     /// Size at the last lookup or getattr: picks the I/O mode at open without a syscall.
     pub size_hint: std::sync::atomic::AtomicI64,
     /// Keys this inode is registered under in the table's identity map.
@@ -271,6 +273,7 @@ impl InodeTable {
             backing: RwLock::new(new.backing),
             lookups: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
+            ancestors_warmed: AtomicU64::new(0),
             size_hint: std::sync::atomic::AtomicI64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             io: Mutex::new(IoState::default()),
@@ -281,6 +284,44 @@ impl InodeTable {
     /// Returns the inode for a looked-up object, reusing the existing one when the same
     /// backing object is already known (and of the same area), and counts one lookup.
     pub fn lookup_or_insert(&self, new: NewInode) -> Arc<Inode> {
+        let parent = new.parent.clone();
+        let inode = self.lookup_or_insert_inner(new);
+        self.keep_ancestors_warm(parent, inode.last_used.load(Ordering::Relaxed));
+        inode
+    }
+
+    /// A lookup below a directory counts as a use of the directory and of its ancestors:
+    /// trimming by last lookup alone picked `/usr` first during a walk of `/usr` (it was
+    /// looked up once, at the start), and invalidating a directory makes the kernel drop
+    /// everything below it, so the walk kept losing its whole subtree (1M-file walk: the
+    /// table fell to ~200 inodes mid-walk and the kernel redid 100k lookups). The direct
+    /// parent is refreshed on every lookup; the chain above it once per 64 lookups below
+    /// that parent (ancestors stay within 64 lookups of fresh, at a fraction of the locking).
+    fn keep_ancestors_warm(&self, cur: Option<Arc<Inode>>, tick: u64) {
+        let Some(parent) = cur else { return };
+        parent.last_used.fetch_max(tick, Ordering::Relaxed);
+        let warmed = parent.ancestors_warmed.load(Ordering::Relaxed);
+        if tick.saturating_sub(warmed) < 64
+            || parent
+                .ancestors_warmed
+                .compare_exchange(warmed, tick, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut cur = parent.loc.lock().parent.clone();
+        let mut depth = 0;
+        while let Some(dir) = cur {
+            dir.last_used.fetch_max(tick, Ordering::Relaxed);
+            depth += 1;
+            if depth >= 256 {
+                break;
+            }
+            cur = dir.loc.lock().parent.clone();
+        }
+    }
+
+    fn lookup_or_insert_inner(&self, new: NewInode) -> Arc<Inode> {
         let mut ids = self.by_identity.lock();
         if let Some(key) = new.identity
             && let Some(&id) = ids.get(&key)
@@ -405,4 +446,46 @@ impl Default for InodeTable {
 /// `(st_dev, st_ino)` of a descriptor.
 pub fn identity_of(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     sys::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(st_ino: u64, kind: libc::mode_t, parent: Option<Arc<Inode>>) -> NewInode {
+        NewInode {
+            st_ino,
+            kind,
+            area: Area::Image,
+            trie: None,
+            epoch: 0,
+            origin: None,
+            entry_rel: None,
+            parent,
+            name: CString::new(format!("n{st_ino}")).unwrap_or_default(),
+            backing: Backing::default(),
+            identity: Some((1, st_ino)),
+        }
+    }
+
+    #[test]
+    fn a_directory_whose_subtree_is_in_use_is_not_among_the_coldest() {
+        let t = InodeTable::new();
+        let root = t.insert_root(new(1, libc::S_IFDIR, None));
+        // /usr, looked up once; then a long walk below /usr/share, plus unrelated files.
+        let usr = t.lookup_or_insert(new(10, libc::S_IFDIR, Some(root.clone())));
+        let share = t.lookup_or_insert(new(11, libc::S_IFDIR, Some(usr.clone())));
+        let mut ino = 100;
+        for _ in 0..1000 {
+            t.lookup_or_insert(new(ino, libc::S_IFREG, Some(root.clone())));
+            ino += 1;
+            t.lookup_or_insert(new(ino, libc::S_IFREG, Some(share.clone())));
+            ino += 1;
+        }
+        let coldest: Vec<u64> = t.coldest(500).iter().map(|i| i.nodeid).collect();
+        assert!(!coldest.contains(&usr.nodeid), "/usr is in use below");
+        assert!(!coldest.contains(&share.nodeid));
+        // Files looked up once long ago are the coldest.
+        assert_eq!(coldest[0], 100);
+    }
 }

@@ -53,7 +53,7 @@ impl Default for OverlayOptions {
         OverlayOptions {
             ttl: Duration::from_secs(24 * 3600),
             passthrough: true,
-            max_inodes: 65536,
+            max_inodes: 32768,
             no_opendir: true,
             // Opt-in (`STATELITE_NO_OPEN=1` in the daemon's environment) until large-file
             // reads match passthrough: see benches/RESULTS.md, run 4.

@@ -116,7 +116,7 @@ struct MountArgs {
     #[arg(long)]
     no_open: bool,
     /// Inodes kept in memory before the coldest are released (bounds the daemon's memory).
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = 32768)]
     max_inodes: usize,
     /// Where to mount.
     mountpoint: PathBuf,

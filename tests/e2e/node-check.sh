@@ -112,7 +112,13 @@ if [ "$mode" = fuse ] && [ "$phase" = first ]; then
         [ "$(cat /etc/e2e-update.txt)" = "v2" ] && break
         sleep 0.2
     done
-    [ "$(cat /etc/e2e-update.txt)" = "v2" ] && ok "image update seen live" || bad "image update not seen: $(cat /etc/e2e-update.txt)"
+    if [ "$(cat /etc/e2e-update.txt)" = "v2" ]; then ok "image update seen live"
+    else
+        bad "image update not seen: $(cat /etc/e2e-update.txt 2>&1)"
+        echo "E2E-INFO stat: $(stat -c 'ino=%i size=%s mtime=%y' /etc/e2e-update.txt 2>&1)"
+        echo "E2E-INFO ls: $(ls -li /etc/e2e-update.txt 2>&1)"
+        /.statelite/bin/litectl which /etc/e2e-update.txt 2>&1 | sed 's/^/E2E-INFO which: /'
+    fi
     # Let the daemon finish its own generation check before shutting down: an
     # invalidation racing systemd-shutdown's kill spree was seen to hang the poweroff.
     for _ in $(seq 1 100); do

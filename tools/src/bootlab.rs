@@ -595,7 +595,20 @@ impl Lab {
                         report.power_cut = true;
                     }
                     if line.contains("E2E-WAIT-IMGUPDATE") && plan.update_image {
-                        match self.image_update("etc/e2e-update.txt", "v2\n") {
+                        let ino = |p: &Path| {
+                            std::fs::symlink_metadata(p).map_or(0, |m| {
+                                use std::os::unix::fs::MetadataExt;
+                                m.ino()
+                            })
+                        };
+                        let f = self.rootimg.join("etc/e2e-update.txt");
+                        let before = ino(&f);
+                        let r = self.image_update("etc/e2e-update.txt", "v2\n");
+                        report.console.push(format!(
+                            "LAB-INFO image update: etc/e2e-update.txt inode {before} -> {}",
+                            ino(&f)
+                        ));
+                        match r {
                             Ok(_) => report.imgupdate_done = true,
                             Err(e) => report.failed.push(format!("imgupdate: {e}")),
                         }

@@ -343,6 +343,10 @@ impl Lab {
     fn start_ganesha(&self) -> Result<(), String> {
         // Pseudo paths equal the host paths, so one rootimgdir names the image for both
         // sides (as /install does on an xCAT management node).
+        // Attr_Expiration_Time = 0: the image is changed on the server's own filesystem
+        // (as an admin does on the management node), behind ganesha's back; with its
+        // default attribute and directory-entry caching ganesha went on handing out the
+        // handle of a file replaced by rename (ESTALE on the node). knfsd has no such cache.
         // Numeric owners, as Linux nfsd sends them for AUTH_SYS: owner *names* make the
         // node's NFS client map them through a request-key upcall, which execs
         // /sbin/request-key from the FUSE root that is waiting on that very NFS call (a
@@ -351,7 +355,7 @@ impl Lab {
             format!(
                 "EXPORT {{ Export_Id = {id}; Path = {p}; Pseudo = {p}; Access_Type = {access}; \
                  Squash = No_Root_Squash; Protocols = 4; Transports = TCP; SecType = sys; \
-                 FSAL {{ Name = VFS; }} }}\n",
+                 Attr_Expiration_Time = 0; FSAL {{ Name = VFS; }} }}\n",
                 p = path.display()
             )
         };

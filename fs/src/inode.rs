@@ -118,6 +118,9 @@ pub struct Inode {
     ancestors_warmed: AtomicU64,
     /// Size at the last lookup or getattr: picks the I/O mode at open without a syscall.
     pub size_hint: std::sync::atomic::AtomicI64,
+    /// Change time (ns) in the attributes last given to the kernel: an image update leaves
+    /// the caches of an object whose change time is the same alone.
+    pub ctime_hint: std::sync::atomic::AtomicI64,
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
     /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
@@ -275,6 +278,7 @@ impl InodeTable {
             last_used: AtomicU64::new(0),
             ancestors_warmed: AtomicU64::new(0),
             size_hint: std::sync::atomic::AtomicI64::new(0),
+            ctime_hint: std::sync::atomic::AtomicI64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             io: Mutex::new(IoState::default()),
             iofd: Mutex::new(None),

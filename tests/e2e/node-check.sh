@@ -84,12 +84,13 @@ fi
 # meanwhile the node reads an image file nothing has read yet (the read waits for the
 # server), then writes persistent data.
 if [ "$phase" = second ]; then
-    echo "E2E-WAIT-BOUNCE"
+    echo "E2E-WAIT-BOUNCE uptime=$(cut -d' ' -f1 /proc/uptime)"
     # The lab kills the server within a moment of that line.
     sleep 3
     t0=$(cut -d' ' -f1 /proc/uptime)
     got=$(cat /etc/e2e-bounce.txt 2>&1)
     t1=$(cut -d' ' -f1 /proc/uptime)
+    echo "E2E-INFO bounce read from uptime $t0 to $t1"
     waited=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     [ "$got" = "served across a restart" ] && ok "image read across an NFS server restart (waited $waited s)" \
         || bad "image read across the server restart: $got"

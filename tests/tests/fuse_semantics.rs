@@ -933,3 +933,53 @@ os.close(f)
     f.read_to_end(&mut all).unwrap();
     assert!(all == big, "whole file");
 }
+
+/// READ requests the daemon has served so far.
+fn reads(fx: &Fixture) -> u64 {
+    fx.control(r#"{"cmd":"stats"}"#)["ops"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|o| o["op"] == "read")
+                .map(|o| o["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for(fx: &Fixture, p: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read(fx, p) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{p}: the update never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_image_update_keeps_the_caches_of_unchanged_files_only() {
+    let fx = mounted();
+    read(&fx, "etc/passwd");
+    let r0 = reads(&fx);
+    assert_eq!(read(&fx, "usr/bin/tool"), "#!/bin/sh\necho tool\n");
+    let r1 = reads(&fx);
+    assert!(r1 > r0, "small files are read through the daemon once");
+    read(&fx, "usr/bin/tool");
+    assert_eq!(reads(&fx), r1, "then served from the page cache");
+
+    // A file replaced by rename (rpm, rsync) shows; the unchanged one stays cached.
+    write(&fx.p("img/etc/passwd.new"), "root:x:0:0::/root:/bin/bash\n");
+    fs::rename(fx.p("img/etc/passwd.new"), fx.p("img/etc/passwd")).unwrap();
+    fx.imgupdate();
+    wait_for(&fx, "etc/passwd", "root:x:0:0::/root:/bin/bash\n");
+    let r2 = reads(&fx);
+    assert_eq!(read(&fx, "usr/bin/tool"), "#!/bin/sh\necho tool\n");
+    assert_eq!(reads(&fx), r2, "an unchanged file keeps its page cache");
+
+    // A file changed in place (same inode) shows too.
+    fs::write(fx.p("img/usr/bin/tool"), "#!/bin/sh\necho new\n").unwrap();
+    fx.imgupdate();
+    wait_for(&fx, "usr/bin/tool", "#!/bin/sh\necho new\n");
+}

@@ -585,10 +585,19 @@ impl Lab {
                         }
                     }
                     if line.contains("E2E-WAIT-BOUNCE") && plan.bounce_server {
+                        let at = started.elapsed().as_secs_f64();
                         match self.bounce_ganesha(SERVER_DOWN) {
                             Ok(down) => report.server_bounced = Some(down),
                             Err(e) => report.failed.push(format!("server bounce: {e}")),
                         }
+                        let msg = format!(
+                            "LAB-INFO ganesha killed {at:.1} s after power-on, back at {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                        if echo {
+                            println!("{msg}");
+                        }
+                        report.console.push(msg);
                     }
                     if line.contains("E2E-POWERCUT-NOW") && plan.power_cut && !report.power_cut {
                         // The node has fsync'd; cut the power now, mid-flight.
@@ -697,7 +706,13 @@ impl Lab {
     /// down), `down` later started again. Returns how long it was unreachable, in seconds.
     pub fn bounce_ganesha(&self, down: Duration) -> Result<f64, String> {
         let t = Instant::now();
+        let pid = self.ganesha_pid();
         self.stop_ganesha(nix::sys::signal::Signal::SIGKILL);
+        if std::net::TcpStream::connect(("127.0.0.1", self.nfs_port)).is_ok() {
+            return Err(format!(
+                "ganesha (pid {pid:?}) still accepts connections after being killed"
+            ));
+        }
         std::thread::sleep(down);
         self.start_ganesha()?;
         Ok(t.elapsed().as_secs_f64())

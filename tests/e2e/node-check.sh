@@ -85,8 +85,9 @@ fi
 # server), then writes persistent data.
 if [ "$phase" = second ]; then
     echo "E2E-WAIT-BOUNCE uptime=$(cut -d' ' -f1 /proc/uptime)"
-    # The lab kills the server within a moment of that line.
-    sleep 3
+    # The lab kills the server within a moment of that line and starts it again 8 s later;
+    # read in between.
+    sleep 5
     t0=$(cut -d' ' -f1 /proc/uptime)
     got=$(cat /etc/e2e-bounce.txt 2>&1)
     t1=$(cut -d' ' -f1 /proc/uptime)

@@ -95,7 +95,7 @@ impl<'a> BootPlan<'a> {
 }
 
 /// How long the NFS server stays down in a bounce.
-const SERVER_DOWN: Duration = Duration::from_secs(5);
+const SERVER_DOWN: Duration = Duration::from_secs(8);
 
 /// A running lab (stopped on drop).
 pub struct Lab {

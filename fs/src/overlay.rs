@@ -1144,12 +1144,18 @@ impl Overlay {
         &self,
         inode: &Arc<Inode>,
         flags: i32,
+        created: Option<OwnedFd>,
         make_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<(OpenFile, FopenFlags), Errno> {
         let acc = flags & libc::O_ACCMODE;
         let wants_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         let lazy_flags = Self::open_flags(flags);
-        let eager: Option<OwnedFd> = if wants_write {
+        // CREATE made the file read-write: that descriptor serves, unless the caller asked
+        // for status flags it lacks (O_APPEND, O_SYNC, ...), which a reopen applies.
+        let plain = lazy_flags & !(libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_TRUNC) == 0;
+        let eager: Option<OwnedFd> = if let Some(fd) = created.filter(|_| wants_write && plain) {
+            Some(fd)
+        } else if wants_write {
             let upper = self.writable(inode, Op::open)?;
             Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?)
         } else {
@@ -2275,7 +2281,7 @@ impl Filesystem for StateliteFs {
         let (file, fopen) = tri!(
             t,
             reply,
-            ov.open_inode(&inode, flags.0, |f| reply.open_backing(f.as_fd()))
+            ov.open_inode(&inode, flags.0, None, |f| reply.open_backing(f.as_fd()))
         );
         let fh = ov.new_handle();
         let backing = file._backing.clone();
@@ -2726,12 +2732,11 @@ impl Filesystem for StateliteFs {
             );
             return;
         }
-        drop(made);
         // O_CREAT and O_EXCL were honoured creating it; it is new, so O_TRUNC is moot.
         let (file, fopen) = tri!(
             t,
             reply,
-            ov.open_inode(&inode, flags & !libc::O_TRUNC, |f| reply
+            ov.open_inode(&inode, flags & !libc::O_TRUNC, made, |f| reply
                 .open_backing(f.as_fd()))
         );
         let fh = ov.new_handle();

@@ -46,12 +46,40 @@ pub struct Control {
     pub log: Option<Arc<std::fs::File>>,
 }
 
+/// The socket file a daemon bound, by identity: at exit the daemon removes the path only
+/// if it is still this file. A node remounted at once starts a new daemon on the same path
+/// while the old one is still exiting; removing by name deleted the new daemon's socket
+/// (seen as `litectl`'s "No such file" after the demo's simulated reboot, under load).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketFile {
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    pub fn remove_if_still_ours(&self, path: &std::path::Path) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(path)
+            && m.dev() == self.dev
+            && m.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Starts serving on `path` in a background thread.
-pub fn serve(path: PathBuf, ctl: Control) -> std::io::Result<()> {
+pub fn serve(path: PathBuf, ctl: Control) -> std::io::Result<SocketFile> {
+    use std::os::unix::fs::MetadataExt;
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
+    let meta = std::fs::symlink_metadata(&path)?;
+    let file = SocketFile {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -63,7 +91,7 @@ pub fn serve(path: PathBuf, ctl: Control) -> std::io::Result<()> {
                     .spawn(move || handle(stream, &ctl));
             }
         })?;
-    Ok(())
+    Ok(file)
 }
 
 fn handle(stream: UnixStream, ctl: &Control) {

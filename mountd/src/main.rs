@@ -368,6 +368,7 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     if let Err(msg) = mounted.overlay.reload(rules) {
         return fail(msg, ready);
     }
+    let mut control_file = None;
     if let Some(sock) = &args.control {
         let reload_args = (args.litefile.clone(), args.image_name.clone());
         let reload: control::Reloader = std::sync::Arc::new(move || {
@@ -391,8 +392,10 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
                 })
                 .map(std::sync::Arc::new),
         };
-        control::serve(sock.clone(), ctl)
-            .map_err(|e| format!("control socket {}: {e}", sock.display()))?;
+        control_file = Some(
+            control::serve(sock.clone(), ctl)
+                .map_err(|e| format!("control socket {}: {e}", sock.display()))?,
+        );
     }
     tracing::info!(mountpoint = %args.mountpoint.display(), passthrough_wanted = !args.no_passthrough, "statelite root mounted");
     if let Some(fd) = ready {
@@ -405,9 +408,10 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
     let served = mounted
         .run(cfg.generation_interval)
         .map_err(|e| e.to_string());
-    // Unmounted: nothing answers on the control socket any more.
-    if let Some(sock) = &args.control {
-        let _ = std::fs::remove_file(sock);
+    // Unmounted: nothing answers on the control socket any more (unless a new daemon
+    // already serves the same path).
+    if let (Some(sock), Some(file)) = (&args.control, control_file) {
+        file.remove_if_still_ours(sock);
     }
     served
 }

@@ -335,3 +335,59 @@ fn errors_exit_nonzero_with_a_clear_message() {
     let r = litectl(&fx, &["frobnicate"]);
     assert_eq!(r.code, Some(2));
 }
+
+/// A node remounted at once: the new daemon binds the control socket while the old one is
+/// still exiting. The old one must not remove the new one's socket on its way out.
+#[test]
+fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
+    let mut old = mounted();
+    let old_pid = old.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
+    // A second root served on the same control socket path (what a quick remount does).
+    let second = tempfile::tempdir().unwrap();
+    fs::create_dir_all(second.path().join("mnt")).unwrap();
+    fs::create_dir_all(second.path().join("vol")).unwrap();
+    let out = Command::new(bin("statelite-mountd"))
+        .arg("mount")
+        .arg("--image")
+        .arg(old.p("img"))
+        .arg("--litefile")
+        .arg(old.p("litefile.csv"))
+        .arg("--volatile")
+        .arg(second.path().join("vol"))
+        .arg("--control")
+        .arg(old.sock())
+        .arg(second.path().join("mnt"))
+        .env("STATELITE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_pid = old.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, old_pid);
+    // The first daemon goes away and runs its exit path.
+    old.umount();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{old_pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old daemon did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        old.sock().exists(),
+        "the old daemon removed the new daemon's control socket"
+    );
+    assert_eq!(
+        old.control(r#"{"cmd":"status"}"#)["pid"].as_u64(),
+        Some(new_pid)
+    );
+    let st = Command::new("umount")
+        .arg(second.path().join("mnt"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

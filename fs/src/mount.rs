@@ -156,7 +156,20 @@ impl Mounted {
         let watcher = std::thread::Builder::new()
             .name("generation".into())
             .spawn(move || watch_generation(&ov, generation_interval, &stop))?;
-        let r = self.session.run();
+        // fuser unmounts the mount point *path* when its mount handle is dropped at the end
+        // of the session. By then the kernel has already dropped our mount (that is why the
+        // session ended), and the path may hold a new mount of the same root (a quick
+        // remount: the old daemon unmounted the new one, and the demo read a bare
+        // directory). So the handle is never dropped: the background session is forgotten
+        // once its thread is taken out. (Before `run`, a failed setup still unmounts by
+        // dropping the session: the path is surely ours then.)
+        let mut bg = self.session.spawn()?;
+        let session = std::mem::replace(&mut bg.guard, std::thread::spawn(|| Ok(())));
+        std::mem::forget(bg);
+        let r = session
+            .join()
+            .map_err(|_| std::io::Error::other("the FUSE session thread panicked"))
+            .and_then(|r| r);
         self.stop.store(true, Ordering::Relaxed);
         let _ = watcher.join();
         r

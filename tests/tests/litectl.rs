@@ -346,20 +346,12 @@ fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
     let second = tempfile::tempdir().unwrap();
     fs::create_dir_all(second.path().join("mnt")).unwrap();
     fs::create_dir_all(second.path().join("vol")).unwrap();
-    let out = Command::new(bin("statelite-mountd"))
-        .arg("mount")
-        .arg("--image")
-        .arg(old.p("img"))
-        .arg("--litefile")
-        .arg(old.p("litefile.csv"))
-        .arg("--volatile")
-        .arg(second.path().join("vol"))
-        .arg("--control")
-        .arg(old.sock())
-        .arg(second.path().join("mnt"))
-        .env("STATELITE_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = mount_root(
+        &old,
+        &second.path().join("vol"),
+        &old.sock(),
+        &second.path().join("mnt"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -369,14 +361,7 @@ fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
     assert_ne!(new_pid, old_pid);
     // The first daemon goes away and runs its exit path.
     old.umount();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{old_pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old daemon did not exit"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_exit(old_pid);
     assert!(
         old.sock().exists(),
         "the old daemon removed the new daemon's control socket"
@@ -390,4 +375,71 @@ fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+/// The same race on the mount point: the old daemon, stopped while its root is unmounted
+/// and a new daemon mounts the same path, must not unmount the new root when it ends.
+#[test]
+fn an_exiting_daemon_leaves_a_new_mount_on_its_path_alone() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let old = mounted();
+    let old_pid = old.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
+    let pid = Pid::from_raw(old_pid as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    // The kernel unmounts without the (stopped) daemon (umount(8) would stat the path
+    // first and wait for it).
+    nix::mount::umount2(&old.p("mnt"), nix::mount::MntFlags::empty()).unwrap();
+    // A new daemon on the same mount point.
+    let ctl2 = old.p("control2.sock");
+    let out = mount_root(&old, &old.p("vol"), &ctl2, &old.p("mnt"));
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_exit(old_pid);
+    assert_eq!(
+        fs::read_to_string(old.m("etc/passwd")).ok().as_deref(),
+        Some("root:x:0:0::/root:/bin/sh\n"),
+        "the new root is still mounted and served"
+    );
+    let st = Command::new("umount").arg(old.p("mnt")).status().unwrap();
+    assert!(st.success());
+}
+
+/// Serves the fixture's image and litefile with another volatile store, control socket and
+/// mount point.
+fn mount_root(
+    fx: &Fixture,
+    volatile: &std::path::Path,
+    control: &std::path::Path,
+    mountpoint: &std::path::Path,
+) -> Output {
+    Command::new(bin("statelite-mountd"))
+        .arg("mount")
+        .arg("--image")
+        .arg(fx.p("img"))
+        .arg("--litefile")
+        .arg(fx.p("litefile.csv"))
+        .arg("--volatile")
+        .arg(volatile)
+        .arg("--control")
+        .arg(control)
+        .arg(mountpoint)
+        .env("STATELITE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn wait_exit(pid: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon {pid} did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

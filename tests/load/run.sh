@@ -49,8 +49,10 @@ STRESS_LANES=${STRESS_LANES:-1}
 if [ "$STRESS_LANES" -le 1 ]; then
     echo "== stress-ng --class filesystem --sequential 1 --timeout ${STRESS_SECONDS}s on the tmpfs area"
     rc=0
-    stress-ng --class filesystem --sequential 1 --timeout "$STRESS_SECONDS" \
-        --temp-path "$work/mnt/tmp" --log-brief > "$work/stress.log" 2>&1 || rc=$?
+    # Run from inside the area too: some stressors (open) create files in the working
+    # directory whatever --temp-path says.
+    (cd "$work/mnt/tmp" && stress-ng --class filesystem --sequential 1 --timeout "$STRESS_SECONDS" \
+        --temp-path "$work/mnt/tmp" --log-brief) > "$work/stress.log" 2>&1 || rc=$?
     stress_ok "$work/stress.log" "$rc"
     grep -E "successful run completed|passed|failed" "$work/stress.log" | tail -3
 else
@@ -62,6 +64,7 @@ else
         dir="$work/mnt/$area/stress-lane$lane"
         mkdir -p "$dir"
         (
+            cd "$dir"
             for ((i = lane; i < ${#names[@]}; i += STRESS_LANES)); do
                 n=${names[$i]}
                 rc=0

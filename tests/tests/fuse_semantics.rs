@@ -542,24 +542,8 @@ fn image_update_with_generation_bump_shows_live() {
     fs::rename(fx.p("img/etc/passwd.new"), fx.p("img/etc/passwd")).unwrap();
     write(&fx.p("img/etc/group"), "root:x:0:\n");
     write(&fx.p("img/etc/ntp.conf"), "server updated\n");
-    let out = std::process::Command::new(fuse_common::bin("statelite"))
-        .args(["imgupdate", "compute", "--rootimg"])
-        .arg(fx.p("img"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while read(&fx, "etc/passwd") != "root:x:0:0::/root:/bin/bash\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "image update never showed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    fx.imgupdate();
+    wait_for(&fx, "etc/passwd", "root:x:0:0::/root:/bin/bash\n");
     assert_eq!(
         read(&fx, "etc/group"),
         "root:x:0:\n",

@@ -121,6 +121,9 @@ pub struct Inode {
     /// Change time (ns) in the attributes last given to the kernel: an image update leaves
     /// the caches of an object whose change time is the same alone.
     pub ctime_hint: std::sync::atomic::AtomicI64,
+    /// The xattr epoch (`Overlay::fcaps_absent`) at which this object was seen to have no
+    /// `security.capability` (0: not known).
+    pub fcaps_absent: AtomicU64,
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
     /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
@@ -279,6 +282,7 @@ impl InodeTable {
             ancestors_warmed: AtomicU64::new(0),
             size_hint: std::sync::atomic::AtomicI64::new(0),
             ctime_hint: std::sync::atomic::AtomicI64::new(0),
+            fcaps_absent: AtomicU64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             io: Mutex::new(IoState::default()),
             iofd: Mutex::new(None),

@@ -43,6 +43,7 @@ pub enum MountError {
 pub struct Mounted {
     pub overlay: Arc<Overlay>,
     session: Session<StateliteFs>,
+    mountpoint: PathBuf,
     stop: Arc<AtomicBool>,
 }
 
@@ -144,6 +145,7 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     Ok(Mounted {
         overlay,
         session,
+        mountpoint: cfg.mountpoint.clone(),
         stop: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -166,6 +168,7 @@ impl Mounted {
         let mut bg = self.session.spawn()?;
         let session = std::mem::replace(&mut bg.guard, std::thread::spawn(|| Ok(())));
         std::mem::forget(bg);
+        widen_readahead(&self.mountpoint, self.overlay.opts.read_ahead_kb);
         let r = session
             .join()
             .map_err(|_| std::io::Error::other("the FUSE session thread panicked"))
@@ -173,6 +176,36 @@ impl Mounted {
         self.stop.store(true, Ordering::Relaxed);
         let _ = watcher.join();
         r
+    }
+}
+
+/// The kernel starts a FUSE mount with the default 128 KiB readahead window, and INIT can
+/// only lower it. Every read through the page cache (files below the passthrough size; all
+/// files in no-open mode) then reaches us as one 128 KiB READ per window: a cold 1 GiB
+/// sequential read ran at half the disk's speed in no-open mode (benches/RESULTS.md, run
+/// 6). A wider window keeps several READs of up to 1 MiB (`max_pages`) in flight. The
+/// window belongs to the mount's BDI, set through sysfs once INIT has been answered: the
+/// forced GETATTR below waits for INIT like any request does, and gives the device number.
+/// Best effort: without sysfs (an initramfs that did not mount it) the node only reads
+/// large files slower.
+fn widen_readahead(mountpoint: &Path, kb: u32) {
+    if kb == 0 {
+        return;
+    }
+    let dev = match sys::statx_dev_sync(mountpoint) {
+        Ok(dev) => dev,
+        Err(e) => {
+            tracing::warn!(
+                "readahead left at the default: stat {}: {e}",
+                mountpoint.display()
+            );
+            return;
+        }
+    };
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev.0, dev.1);
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(knob, kb, "readahead window set"),
+        Err(e) => tracing::warn!("readahead left at the default: {knob}: {e}"),
     }
 }
 

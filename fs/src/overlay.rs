@@ -46,6 +46,9 @@ pub struct OverlayOptions {
     /// Inodes kept before the coldest are handed back to the kernel for forgetting: this
     /// bounds the daemon's memory however large the tree the node walks.
     pub max_inodes: usize,
+    /// The mount's readahead window in KiB (0: leave the kernel's 128 KiB). See
+    /// `mount::widen_readahead`.
+    pub read_ahead_kb: u32,
 }
 
 impl Default for OverlayOptions {
@@ -54,6 +57,7 @@ impl Default for OverlayOptions {
             ttl: Duration::from_secs(24 * 3600),
             passthrough: true,
             max_inodes: 32768,
+            read_ahead_kb: 4096,
             no_opendir: true,
             // Opt-in (`STATELITE_NO_OPEN=1` in the daemon's environment) until large-file
             // reads match passthrough: see benches/RESULTS.md, run 4.
@@ -66,6 +70,9 @@ impl Default for OverlayOptions {
 /// through the kernel's page cache (read through us once, then served from memory, with no
 /// descriptor opened until a read actually reaches us).
 const PASSTHROUGH_MIN_SIZE: i64 = 1 << 20;
+
+/// The xattr holding file capabilities (see `getxattr`).
+const FCAPS_XATTR: &[u8] = b"security.capability";
 
 /// Read-around for random reads of large read-only files in no-open mode: the chunk size
 /// pushed into the kernel's page cache (`prefetch`), and the read sizes that count as random
@@ -185,8 +192,11 @@ pub struct Overlay {
     next_handle: AtomicU64,
     pub stats: Stats,
     pub denied: DeniedLog,
-    opts: OverlayOptions,
+    pub(crate) opts: OverlayOptions,
     passthrough_active: AtomicBool,
+    /// Epoch for `Inode::fcaps_absent`; a new one begins whenever objects may have changed
+    /// behind our back (image update, rules reload).
+    xattr_epoch: AtomicU64,
     copy_up_lock: Mutex<()>,
     /// Negative entries the kernel caches in read-only areas, so an image update can
     /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
@@ -368,6 +378,7 @@ impl Overlay {
             denied: DeniedLog::default(),
             opts,
             passthrough_active: AtomicBool::new(false),
+            xattr_epoch: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -433,6 +444,7 @@ impl Overlay {
             *cur = Arc::new(RuleState::new(rules, epoch));
             epoch
         };
+        self.xattr_epoch.fetch_add(1, Ordering::Relaxed);
         self.invalidate_all();
         Ok(epoch)
     }
@@ -1431,6 +1443,7 @@ impl Overlay {
     /// Kernel cache invalidation after an image update: every inode served from a
     /// read-only layer, and every negative entry cached there.
     pub fn invalidate_image(&self) {
+        self.xattr_epoch.fetch_add(1, Ordering::Relaxed);
         let notifier = self.notifier.read();
         let Some(n) = notifier.as_ref() else { return };
         let mut count = 0u64;
@@ -1798,9 +1811,14 @@ macro_rules! tri {
 
 impl Filesystem for StateliteFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // FUSE_HANDLE_KILLPRIV_V2: we clear set-user-ID/set-group-ID bits ourselves (see
+        // `kill_suidgid`), and in return the kernel may remember that a file has nothing to
+        // kill (SB_NOSEC). Without it every write(2), passthrough ones included, first cost
+        // a GETXATTR round trip for `security.capability`: 4 KiB writes ran at 90 MB/s.
         let want = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
         // own write-access (ETXTBSY) check, so a refused open(O_TRUNC) of a running
         // executable would still truncate it. Without it the kernel truncates by SETATTR
@@ -1874,7 +1892,7 @@ impl Filesystem for StateliteFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -1916,6 +1934,25 @@ impl Filesystem for StateliteFs {
                     }),
             };
             tri!(t, reply, r);
+            // FUSE_HANDLE_KILLPRIV_V2 leaves this to us; the kernel's FATTR_KILL_SUIDGID
+            // (caller without CAP_FSETID) does not reach us through fuser, the caller's
+            // uid stands in for it.
+            if req.uid() != 0 {
+                tri!(t, reply, sys::kill_suidgid(upper.as_fd()).map_err(err));
+            }
+        }
+        let nothing = size.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && mode.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        if nothing {
+            // The kernel's kill-priv request under FUSE_HANDLE_KILLPRIV_V2: before a write
+            // (passthrough ones included) by a caller without CAP_FSETID to a file with
+            // set-user-ID or set-group-ID bits, it strips its own mode change and sends
+            // this empty SETATTR; the attributes we answer with are what it caches.
+            tri!(t, reply, sys::kill_suidgid(upper.as_fd()).map_err(err));
         }
         if uid.is_some() || gid.is_some() {
             tri!(
@@ -2345,7 +2382,7 @@ impl Filesystem for StateliteFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
@@ -2354,6 +2391,9 @@ impl Filesystem for StateliteFs {
         let mut t = ov.stats.time(Op::write);
         let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::write));
         let fd = tri!(t, reply, src.fd());
+        if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            tri!(t, reply, sys::kill_suidgid(fd).map_err(err));
+        }
         let n = tri!(t, reply, sys::pwrite(fd, data, offset).map_err(err));
         if let IoSrc::Inode(_) = src
             && ov
@@ -2611,6 +2651,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.writable(&inode, Op::setxattr));
+        inode.fcaps_absent.store(0, Ordering::Relaxed);
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(
             t,
@@ -2629,9 +2670,30 @@ impl Filesystem for StateliteFs {
             reply.error(Errno::NO_XATTR);
             return;
         }
+        // The kernel asks for `security.capability` before every write (its kill-priv check:
+        // without SB_NOSEC it never remembers the answer) and at every exec. Its absence is
+        // remembered until something could have added one: a set through us, an image
+        // update, a rules reload.
+        let fcaps = name.as_bytes() == FCAPS_XATTR;
+        let epoch = ov.xattr_epoch.load(Ordering::Relaxed);
+        if fcaps && inode.fcaps_absent.load(Ordering::Relaxed) == epoch {
+            t.failed = true;
+            reply.error(Errno::NO_XATTR);
+            return;
+        }
         let fd = tri!(t, reply, inode.primary_fd().map_err(err));
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
-        let value = tri!(t, reply, sys::get_xattr(fd.as_fd(), &name).map_err(err));
+        let value = match sys::get_xattr(fd.as_fd(), &name) {
+            Ok(v) => v,
+            Err(e) => {
+                if fcaps && e.raw_os_error() == Some(libc::ENODATA) {
+                    inode.fcaps_absent.store(epoch, Ordering::Relaxed);
+                }
+                t.failed = true;
+                reply.error(err(e));
+                return;
+            }
+        };
         if size == 0 {
             reply.size(value.len() as u32);
         } else if value.len() > size as usize {
@@ -2674,6 +2736,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.writable(&inode, Op::removexattr));
+        inode.fcaps_absent.store(0, Ordering::Relaxed);
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(
             t,
@@ -2714,6 +2777,11 @@ impl Filesystem for StateliteFs {
                 sys::create_at(d, n, libc::O_RDWR | libc::O_EXCL, mode).map(Some)
             })
         );
+        if made.is_some() {
+            // A file just made has no file capabilities (the first write asks).
+            let epoch = ov.xattr_epoch.load(Ordering::Relaxed);
+            inode.fcaps_absent.store(epoch, Ordering::Relaxed);
+        }
         if ov.opts.no_open {
             // No open state: the descriptor just created serves the inode's I/O, and the
             // kernel sends no RELEASE (handle 0, page cache, no passthrough).
@@ -2772,7 +2840,7 @@ impl Filesystem for StateliteFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -2784,6 +2852,9 @@ impl Filesystem for StateliteFs {
         let mut t = ov.stats.time(Op::fallocate);
         let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::fallocate));
         let fd = tri!(t, reply, src.fd());
+        if req.uid() != 0 {
+            tri!(t, reply, sys::kill_suidgid(fd).map_err(err)); // see `setattr`
+        }
         let r = unsafe {
             libc::fallocate(
                 fd.as_raw_fd(),

@@ -108,6 +108,25 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The device (major, minor) of the filesystem at `path`, from fresh attributes
+/// (`statx(AT_STATX_FORCE_SYNC)`: on a FUSE mount this is a request, so it returns only
+/// once the daemon answers).
+pub fn statx_dev_sync(path: &std::path::Path) -> io::Result<(u32, u32)> {
+    let c = cstr(path.as_os_str())?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    check(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_BASIC_STATS,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    let stx = unsafe { stx.assume_init() };
+    Ok((stx.stx_dev_major, stx.stx_dev_minor))
+}
+
 /// `fstatat(fd, "", AT_EMPTY_PATH)`: works on `O_PATH` descriptors, symlinks included.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     let mut st = std::mem::MaybeUninit::<Stat>::zeroed();
@@ -234,6 +253,21 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
     let p = proc_path(fd);
     check(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
+}
+
+/// Clears set-user-ID, and set-group-ID where group execute is set (without group execute
+/// the bit means mandatory locking, which a write keeps), as the kernel does when an
+/// unprivileged caller modifies or truncates a file.
+pub fn kill_suidgid(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mode = fstat(fd)?.st_mode & 0o7777;
+    let mut killed = mode & !libc::S_ISUID;
+    if killed & libc::S_IXGRP != 0 {
+        killed &= !libc::S_ISGID;
+    }
+    if killed != mode {
+        chmod_fd(fd, killed)?;
+    }
+    Ok(())
 }
 
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {

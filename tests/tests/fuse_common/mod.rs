@@ -154,6 +154,19 @@ impl Fixture {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Requests of kind `op` ("read", "getxattr", ...) the daemon has served so far.
+    pub fn op_count(&self, op: &str) -> u64 {
+        self.control(r#"{"cmd":"stats"}"#)["ops"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["op"] == op)
+                    .map(|o| o["count"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// `statelite imgupdate` on the image: bumps its generation (the daemon then
     /// invalidates what it served from the image).
     pub fn imgupdate(&self) {

@@ -6,6 +6,8 @@
 //! (15 to 25 components). Prints ns per lookup, overall and per kind.
 //!
 //! Run: `cargo run --release -p statelite-benches --bin rule-lookup [ROWS] [LOOKUPS]`.
+//! With `--load LITEFILE` it times what a mount does with that litefile instead: read and
+//! parse the table, then build the rule set (median of 200 rounds, µs per phase).
 //! Deterministic: the same inputs every run (a fixed-seed xorshift generator).
 
 use std::hint::black_box;
@@ -89,8 +91,57 @@ fn component(rng: &mut Rng) -> String {
     }
 }
 
+/// `--load LITEFILE`: the daemon's start-up work on that litefile, phase by phase.
+fn time_load(file: &std::path::Path) {
+    use statelite_fs::tabfile::Table;
+    let mut read = Vec::new();
+    let mut parse = Vec::new();
+    let mut build = Vec::new();
+    let mut n = 0;
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        let table = match Table::read(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        };
+        let t1 = Instant::now();
+        let rows = match statelite_fs::rules::parse_litefile(&table, file) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        };
+        let t2 = Instant::now();
+        let set = black_box(RuleSet::from_rows(rows, ""));
+        let t3 = Instant::now();
+        n = set.rules().len();
+        read.push((t1 - t0).as_secs_f64() * 1e6);
+        parse.push((t2 - t1).as_secs_f64() * 1e6);
+        build.push((t3 - t2).as_secs_f64() * 1e6);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, p, b) = (med(&mut read), med(&mut parse), med(&mut build));
+    println!(
+        "{}: {n} rules; read+split {r:.0} µs, rows {p:.0} µs, rule set {b:.0} µs, total {:.0} µs",
+        file.display(),
+        r + p + b
+    );
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "--load") {
+        let file = args.nth(1).unwrap_or_default();
+        time_load(std::path::Path::new(&file));
+        return;
+    }
     let rows: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let lookups: usize = args
         .next()

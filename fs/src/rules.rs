@@ -5,11 +5,14 @@
 //! Nothing downstream (liteimg, symlink mode, the FUSE filesystem) looks at option strings:
 //! they match on [`Storage`] and [`Method`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+/// Hash maps keyed by path components and paths: short keys we produce ourselves, so a
+/// fast hasher without DoS resistance is the right trade (foldhash, what hashbrown uses).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::tabfile::{Row, TabError, Table, is_disabled};
 
@@ -344,43 +347,53 @@ impl RuleSet {
     /// Selects the rows that apply to `image`: a row naming the image beats an `ALL` row for
     /// the same path. Constraint violations are collected, not fatal: see [`Self::violations`].
     pub fn for_image(rows: &[LiteRow], image: &str) -> RuleSet {
+        let applying = rows.iter().filter(|r| r.image.applies_to(image)).cloned();
+        RuleSet::build(applying.collect(), image)
+    }
+
+    /// [`RuleSet::for_image`] taking the rows (no copies: what a mount does).
+    pub fn from_rows(mut rows: Vec<LiteRow>, image: &str) -> RuleSet {
+        rows.retain(|r| r.image.applies_to(image));
+        RuleSet::build(rows, image)
+    }
+
+    /// Builds the rule set from the rows that apply to `image`, in file order.
+    fn build(mut rows: Vec<LiteRow>, image: &str) -> RuleSet {
         let mut violations = Vec::new();
-        // path -> (rule, specific?)
-        let mut chosen: HashMap<&LitePath, LiteRule> = HashMap::new();
-        for row in rows.iter().filter(|r| r.image.applies_to(image)) {
+        // Rows naming one path end up side by side, still in file order (a stable sort):
+        // the first row stands, an image-specific row beats an `ALL` row.
+        rows.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut rules: Vec<LiteRule> = Vec::with_capacity(rows.len());
+        for row in rows {
             let specific = matches!(row.image, ImageScope::Named(_));
             let rule = LiteRule {
-                path: row.path.clone(),
+                path: row.path,
                 is_dir: row.is_dir,
                 options: row.options,
-                options_text: row.options_text.clone(),
+                options_text: row.options_text,
                 line: row.line,
                 image_specific: specific,
             };
-            match chosen.get(&row.path) {
-                None => {
-                    chosen.insert(&row.path, rule);
+            match rules.last_mut() {
+                Some(old) if old.path == rule.path => {
+                    if old.image_specific == specific {
+                        if old.options != rule.options || old.is_dir != rule.is_dir {
+                            violations.push(Violation {
+                                message: format!(
+                                    "{} is listed twice for the same images with different \
+                                     options ({:?} and {:?})",
+                                    rule.path, old.options_text, rule.options_text
+                                ),
+                                lines: vec![old.line, rule.line],
+                            });
+                        }
+                    } else if specific {
+                        *old = rule;
+                    } // else an ALL row loses to the image's own row
                 }
-                Some(old) if old.image_specific == specific => {
-                    if old.options != rule.options || old.is_dir != rule.is_dir {
-                        violations.push(Violation {
-                            message: format!(
-                                "{} is listed twice for the same images with different options \
-                                 ({:?} and {:?})",
-                                row.path, old.options_text, rule.options_text
-                            ),
-                            lines: vec![old.line, rule.line],
-                        });
-                    }
-                }
-                Some(old) if specific && !old.image_specific => {
-                    chosen.insert(&row.path, rule);
-                }
-                Some(_) => {} // an ALL row loses to the image's own row
+                _ => rules.push(rule),
             }
         }
-        let mut rules: Vec<LiteRule> = chosen.into_values().collect();
-        rules.sort_by(|a, b| a.path.cmp(&b.path));
         let mut set = RuleSet {
             image: image.to_string(),
             rules,
@@ -551,7 +564,7 @@ pub fn image_names(rows: &[LiteRow]) -> Vec<String> {
 
 /// Convenience for callers holding a file path: read, parse and select for an image.
 pub fn load_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
-    Ok(RuleSet::for_image(&read_litefile(file)?, image))
+    Ok(RuleSet::from_rows(read_litefile(file)?, image))
 }
 
 /// Builds rows from `(image, file, options)` triples; for tests and generated tables.

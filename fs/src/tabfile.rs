@@ -282,8 +282,7 @@ impl Parser<'_> {
         let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
         loop {
             let n = fields.len() + 1;
-            let name = columns.get(n - 1).cloned();
-            let field = self.field(n, name.clone())?;
+            let field = self.field(n, columns)?;
             fields.push(field);
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -291,7 +290,7 @@ impl Parser<'_> {
                 Some(c) => {
                     return Err(self.err(
                         self.line,
-                        Some((n, name)),
+                        Some((n, columns.get(n - 1).cloned())),
                         format!(
                             "expected ',' or end of line after the field, found {:?}",
                             char::from(c)
@@ -321,7 +320,9 @@ impl Parser<'_> {
         Ok(Row { line, fields })
     }
 
-    fn field(&mut self, n: usize, name: Option<String>) -> Result<Field, TabError> {
+    /// Field `n` (1-based) of a row; `columns` only names it in errors.
+    fn field(&mut self, n: usize, columns: &[String]) -> Result<Field, TabError> {
+        let name = || columns.get(n - 1).cloned();
         let mut value = Vec::new();
         match self.peek() {
             Some(b'"') => {
@@ -333,7 +334,7 @@ impl Parser<'_> {
                     let Some(q) = rest.iter().position(|&b| b == b'"') else {
                         return Err(self.err(
                             start_line,
-                            Some((n, name)),
+                            Some((n, name())),
                             "unterminated quoted value (expected a closing '\"')".into(),
                         ));
                     };
@@ -351,6 +352,7 @@ impl Parser<'_> {
                 }
             }
             _ => {
+                let start = self.pos;
                 while let Some(c) = self.peek() {
                     match c {
                         b',' | b'\n' => break,
@@ -358,26 +360,24 @@ impl Parser<'_> {
                         b'"' => {
                             return Err(self.err(
                                 self.line,
-                                Some((n, name)),
+                                Some((n, name())),
                                 "a '\"' inside an unquoted value (quote the whole value and write \"\" for a quote)"
                                     .into(),
                             ));
                         }
-                        _ => {
-                            value.push(c);
-                            self.pos += 1;
-                        }
+                        _ => self.pos += 1,
                     }
                 }
-                if value.is_empty() {
+                if self.pos == start {
                     return Ok(None);
                 }
+                value.extend_from_slice(&self.bytes[start..self.pos]);
             }
         }
         String::from_utf8(value).map(Some).map_err(|_| {
             self.err(
                 self.line,
-                Some((n, name)),
+                Some((n, name())),
                 "value is not valid UTF-8".into(),
             )
         })

@@ -121,9 +121,9 @@ pub struct Inode {
     /// Change time (ns) in the attributes last given to the kernel: an image update leaves
     /// the caches of an object whose change time is the same alone.
     pub ctime_hint: std::sync::atomic::AtomicI64,
-    /// The xattr epoch (`Overlay::fcaps_absent`) at which this object was seen to have no
-    /// `security.capability` (0: not known).
-    pub fcaps_absent: AtomicU64,
+    /// Which of [`REMEMBERED_XATTRS`] this object is known to lack: `epoch << 8 | bits`,
+    /// valid while the overlay's xattr epoch is still `epoch` (0: nothing known).
+    xattrs_absent: AtomicU64,
     /// Keys this inode is registered under in the table's identity map.
     keys: Mutex<Vec<(u64, u64)>>,
     /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
@@ -132,7 +132,57 @@ pub struct Inode {
     pub iofd: Mutex<Option<IoFd>>,
 }
 
+/// Extended attributes whose absence an inode remembers. The kernel asks for each on every
+/// occasion and caches none of them: `security.capability` before every write (its
+/// kill-priv check) and at every exec, `security.selinux` and the POSIX ACLs for every file
+/// `ls -l` shows. Most files have none of them.
+pub const REMEMBERED_XATTRS: [&[u8]; 4] = [
+    b"security.capability",
+    b"security.selinux",
+    b"system.posix_acl_access",
+    b"system.posix_acl_default",
+];
+
+fn remembered_bit(name: &[u8]) -> Option<u64> {
+    REMEMBERED_XATTRS
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| 1 << i)
+}
+
 impl Inode {
+    /// True when the object is known to lack xattr `name` (as of xattr epoch `epoch`).
+    pub fn xattr_known_absent(&self, name: &[u8], epoch: u64) -> bool {
+        let v = self.xattrs_absent.load(Ordering::Relaxed);
+        remembered_bit(name).is_some_and(|bit| v >> 8 == epoch && v & bit != 0)
+    }
+
+    /// Remembers that the object lacks xattr `name` (seen in xattr epoch `epoch`).
+    pub fn remember_xattr_absent(&self, name: &[u8], epoch: u64) {
+        let Some(bit) = remembered_bit(name) else {
+            return;
+        };
+        let _ = self
+            .xattrs_absent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(if v >> 8 == epoch {
+                    v | bit
+                } else {
+                    epoch << 8 | bit
+                })
+            });
+    }
+
+    /// Remembers that the object has no file capabilities (a file just made).
+    pub fn remember_no_fcaps(&self, epoch: u64) {
+        self.remember_xattr_absent(REMEMBERED_XATTRS[0], epoch);
+    }
+
+    /// Forgets what was remembered (an xattr is being set or removed).
+    pub fn forget_xattrs(&self) {
+        self.xattrs_absent.store(0, Ordering::Relaxed);
+    }
+
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
@@ -282,7 +332,7 @@ impl InodeTable {
             ancestors_warmed: AtomicU64::new(0),
             size_hint: std::sync::atomic::AtomicI64::new(0),
             ctime_hint: std::sync::atomic::AtomicI64::new(0),
-            fcaps_absent: AtomicU64::new(0),
+            xattrs_absent: AtomicU64::new(0),
             keys: Mutex::new(new.identity.into_iter().collect()),
             io: Mutex::new(IoState::default()),
             iofd: Mutex::new(None),

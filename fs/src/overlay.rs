@@ -71,9 +71,6 @@ impl Default for OverlayOptions {
 /// descriptor opened until a read actually reaches us).
 const PASSTHROUGH_MIN_SIZE: i64 = 1 << 20;
 
-/// The xattr holding file capabilities (see `getxattr`).
-const FCAPS_XATTR: &[u8] = b"security.capability";
-
 /// Read-around for random reads of large read-only files in no-open mode: the chunk size
 /// pushed into the kernel's page cache (`prefetch`), and the read sizes that count as random
 /// (the kernel's own readahead asks for more).
@@ -194,7 +191,7 @@ pub struct Overlay {
     pub denied: DeniedLog,
     pub(crate) opts: OverlayOptions,
     passthrough_active: AtomicBool,
-    /// Epoch for `Inode::fcaps_absent`; a new one begins whenever objects may have changed
+    /// Epoch for what inodes remember of their xattrs; a new one begins whenever objects may have changed
     /// behind our back (image update, rules reload).
     xattr_epoch: AtomicU64,
     copy_up_lock: Mutex<()>,
@@ -1097,6 +1094,9 @@ impl Overlay {
                 }
             }
         }
+        // Directories first: the first READDIRPLUS answers with them only (see
+        // `readdirplus`). A stable sort: the order is otherwise the layers'.
+        entries.sort_by_key(|e| e.kind != FileType::Directory);
         Ok(entries)
     }
 
@@ -1817,6 +1817,7 @@ impl Filesystem for StateliteFs {
         // a GETXATTR round trip for `security.capability`: 4 KiB writes ran at 90 MB/s.
         let want = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
@@ -2548,6 +2549,16 @@ impl Filesystem for StateliteFs {
         let dir = tri!(t, reply, ov.inode(ino));
         let entries = tri!(t, reply, ov.listing(&dir, fh, offset));
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            // With FUSE_READDIRPLUS_AUTO the kernel asks with READDIRPLUS for a listing's
+            // first chunk, and for a later one only after lookups in the directory. An
+            // answer here carries the subdirectories (a walk descends into them: their
+            // lookups are needed anyway) and at most one file, and ends at the next file;
+            // the files then follow by plain READDIR, unresolved, as a native `getdents`
+            // reads no inodes. (The later READDIRPLUS is no sign that the caller wants
+            // attributes: a walker that descends while it reads asks for one too.)
+            if e.kind != FileType::Directory && i > offset as usize {
+                break;
+            }
             let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
                 continue; // vanished since opendir
             };
@@ -2651,7 +2662,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.writable(&inode, Op::setxattr));
-        inode.fcaps_absent.store(0, Ordering::Relaxed);
+        inode.forget_xattrs();
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(
             t,
@@ -2670,13 +2681,11 @@ impl Filesystem for StateliteFs {
             reply.error(Errno::NO_XATTR);
             return;
         }
-        // The kernel asks for `security.capability` before every write (its kill-priv check:
-        // without SB_NOSEC it never remembers the answer) and at every exec. Its absence is
+        // Absence of the xattrs the kernel keeps asking for (`REMEMBERED_XATTRS`) is
         // remembered until something could have added one: a set through us, an image
         // update, a rules reload.
-        let fcaps = name.as_bytes() == FCAPS_XATTR;
         let epoch = ov.xattr_epoch.load(Ordering::Relaxed);
-        if fcaps && inode.fcaps_absent.load(Ordering::Relaxed) == epoch {
+        if inode.xattr_known_absent(name.as_bytes(), epoch) {
             t.failed = true;
             reply.error(Errno::NO_XATTR);
             return;
@@ -2686,8 +2695,8 @@ impl Filesystem for StateliteFs {
         let value = match sys::get_xattr(fd.as_fd(), &name) {
             Ok(v) => v,
             Err(e) => {
-                if fcaps && e.raw_os_error() == Some(libc::ENODATA) {
-                    inode.fcaps_absent.store(epoch, Ordering::Relaxed);
+                if e.raw_os_error() == Some(libc::ENODATA) {
+                    inode.remember_xattr_absent(name.as_bytes(), epoch);
                 }
                 t.failed = true;
                 reply.error(err(e));
@@ -2736,7 +2745,7 @@ impl Filesystem for StateliteFs {
             return;
         }
         let upper = tri!(t, reply, ov.writable(&inode, Op::removexattr));
-        inode.fcaps_absent.store(0, Ordering::Relaxed);
+        inode.forget_xattrs();
         let name = tri!(t, reply, sys::cstr(name).map_err(err));
         tri!(
             t,
@@ -2779,8 +2788,7 @@ impl Filesystem for StateliteFs {
         );
         if made.is_some() {
             // A file just made has no file capabilities (the first write asks).
-            let epoch = ov.xattr_epoch.load(Ordering::Relaxed);
-            inode.fcaps_absent.store(epoch, Ordering::Relaxed);
+            inode.remember_no_fcaps(ov.xattr_epoch.load(Ordering::Relaxed));
         }
         if ov.opts.no_open {
             // No open state: the descriptor just created serves the inode's I/O, and the

@@ -980,3 +980,56 @@ fn an_image_update_keeps_the_caches_of_unchanged_files_only() {
     fx.imgupdate();
     wait_for(&fx, "usr/bin/tool", "#!/bin/sh\necho new\n");
 }
+
+/// Inodes the daemon holds (`litectl status`).
+fn inodes(fx: &Fixture) -> u64 {
+    fx.control(r#"{"cmd":"status"}"#)["inodes"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_walk_by_file_type_resolves_directories_not_files() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    for i in 0..300 {
+        write(&fx.p(&format!("img/usr/share/many/f{i:03}")), "x\n");
+    }
+    for d in ["a", "b", "c"] {
+        write(&fx.p(&format!("img/usr/share/many/{d}/inner")), "y\n");
+    }
+    fx.mount();
+    let before = inodes(&fx);
+    // What `find` does: names and d_type only, descending into directories.
+    fn walk(dir: &std::path::Path, names: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            names.push(e.file_name().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), names);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    walk(&fx.m("usr/share/many"), &mut names);
+    names.sort();
+    assert_eq!(names.len(), 306, "every entry listed once");
+    assert_eq!(names.iter().filter(|n| n.starts_with('f')).count(), 300);
+    let resolved = inodes(&fx) - before;
+    assert!(
+        resolved < 20,
+        "a walk by d_type resolved {resolved} inodes (the 4 directories and a file each \
+         expected, not the 300 files)"
+    );
+    // Then an `ls -l`: every entry gets its attributes.
+    for i in [0, 150, 299] {
+        let md = fs::metadata(fx.m(&format!("usr/share/many/f{i:03}"))).unwrap();
+        assert_eq!(md.len(), 2);
+    }
+    let mut names2: Vec<String> = fs::read_dir(fx.m("usr/share/many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names2.sort();
+    assert_eq!(names2.len(), 303, "a second listing agrees");
+}

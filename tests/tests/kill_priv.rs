@@ -198,3 +198,64 @@ fn the_mount_gets_a_wide_readahead_window() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `getfattr -n NAME` of `p`: the value, or `None` when the attribute is absent.
+fn getfattr(p: &std::path::Path, name: &str) -> Option<String> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-h", "-n", name])
+        .arg(p)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn remembered_absent_xattrs_show_once_set_or_after_an_image_update() {
+    let fx = mounted(false);
+    let p = fx.m("tmp/labelled");
+    fs::write(&p, "data\n").unwrap();
+    let label = "system_u:object_r:etc_t:s0";
+    for _ in 0..2 {
+        assert_eq!(getfattr(&p, "security.selinux"), None, "absent");
+    }
+    let st = Command::new("setfattr")
+        .args(["-n", "security.selinux", "-v", label])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        getfattr(&p, "security.selinux").as_deref(),
+        Some(label),
+        "set through the mount: seen at once"
+    );
+    let st = Command::new("setfattr")
+        .args(["-x", "security.selinux"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(getfattr(&p, "security.selinux"), None, "removed");
+
+    // An image file: its absence is remembered, then the image changes on the server and
+    // `imgupdate` announces it.
+    let img = fx.m("usr/bin/tool");
+    assert_eq!(getfattr(&img, "security.selinux"), None);
+    let st = Command::new("setfattr")
+        .args(["-n", "security.selinux", "-v", label])
+        .arg(fx.p("img/usr/bin/tool"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fx.imgupdate();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while getfattr(&img, "security.selinux").as_deref() != Some(label) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the image's new label never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

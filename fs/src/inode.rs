@@ -348,6 +348,20 @@ impl InodeTable {
         inode
     }
 
+    /// Marks `inode` as in use by a request. Trimming evicts the least recently used, and
+    /// lookups alone do not tell: the kernel sends none for the dentries it keeps, so the
+    /// busiest inodes (a shell's binaries, exec'd again and again) looked the coldest, and
+    /// one `find /` beyond the bound evicted the node's whole working set. Every request on
+    /// an inode (GETATTR, OPEN, GETXATTR at exec, READ, ...) counts; the work is one atomic
+    /// load unless a lookup happened since the last touch.
+    pub fn touch(&self, inode: &Inode) {
+        let now = self.tick.load(Ordering::Relaxed);
+        if inode.last_used.load(Ordering::Relaxed) < now {
+            inode.last_used.store(now, Ordering::Relaxed);
+            self.keep_ancestors_warm(inode.parent(), now);
+        }
+    }
+
     /// A lookup below a directory counts as a use of the directory and of its ancestors:
     /// trimming by last lookup alone picked `/usr` first during a walk of `/usr` (it was
     /// looked up once, at the start), and invalidating a directory makes the kernel drop

@@ -489,8 +489,11 @@ impl Overlay {
         &self.inodes
     }
 
+    /// The inode a request names (and a use of it, for trimming).
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
-        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+        let inode = self.inodes.get(ino.0).ok_or(Errno::ESTALE)?;
+        self.inodes.touch(&inode);
+        Ok(inode)
     }
 
     fn area_for_rule(&self, rs: &RuleState, id: RuleId) -> Area {

@@ -6,6 +6,7 @@ mod fuse_common;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
 
 use fuse_common::{Fixture, snapshot, write};
 
@@ -918,23 +919,22 @@ os.close(f)
     assert!(all == big, "whole file");
 }
 
-/// READ requests the daemon has served so far.
-fn reads(fx: &Fixture) -> u64 {
-    fx.op_count("read")
-}
-
-/// READ requests served, once the count has settled: a request thread counts its request
-/// after replying, so a read that already returned to the test may not be counted yet.
-fn settled_reads(fx: &Fixture) -> u64 {
-    let mut last = reads(fx);
+/// Requests of kind `op` served, once the count has settled: a request thread counts its
+/// request after replying, so one that already returned to the test may not be counted yet.
+fn settled(fx: &Fixture, op: &str) -> u64 {
+    let mut last = fx.op_count(op);
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let now = reads(fx);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = fx.op_count(op);
         if now == last {
             return now;
         }
         last = now;
     }
+}
+
+fn settled_reads(fx: &Fixture) -> u64 {
+    settled(fx, "read")
 }
 
 fn wait_for(fx: &Fixture, p: &str, want: &str) {
@@ -1032,4 +1032,51 @@ fn a_walk_by_file_type_resolves_directories_not_files() {
         .collect();
     names2.sort();
     assert_eq!(names2.len(), 303, "a second listing agrees");
+}
+
+#[test]
+fn inodes_in_use_survive_trimming_during_a_big_walk() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    for i in 0..3000 {
+        write(&fx.p(&format!("img/usr/share/walk/f{i:04}")), "x\n");
+    }
+    write(&fx.p("img/usr/bin/busy"), "#!/bin/sh\n");
+    fx.extra_args.extend(["--max-inodes".into(), "1024".into()]);
+    fx.mount();
+    let busy = fx.m("usr/bin/busy");
+    // A request on the inode that reaches the daemon without a lookup (the kernel keeps the
+    // dentry): an xattr the daemon does not remember the absence of.
+    // Lookups its use needed: none while the daemon keeps it (the kernel keeps the dentry).
+    let use_busy = || -> u64 {
+        let before = settled(&fx, "lookup");
+        let out = Command::new("getfattr")
+            .args(["-h", "-n", "user.statelite-test"])
+            .arg(&busy)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "no such xattr");
+        settled(&fx, "lookup") - before
+    };
+    fs::metadata(&busy).unwrap();
+    let mut relookups = 0;
+    for i in 0..3000 {
+        fs::metadata(fx.m(&format!("usr/share/walk/f{i:04}"))).unwrap();
+        if i % 100 == 0 {
+            relookups += use_busy();
+            // Let the trimmer run (it works every 100 ms) while the walk goes on.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    relookups += use_busy();
+    assert!(
+        inodes(&fx) < 2000,
+        "the bound was enforced during the walk ({} inodes)",
+        inodes(&fx)
+    );
+    assert_eq!(
+        relookups, 0,
+        "the inode in use was trimmed (the kernel had to look it up again)"
+    );
 }

@@ -1097,9 +1097,6 @@ impl Overlay {
                 }
             }
         }
-        // Directories first: the first READDIRPLUS answers with them only (see
-        // `readdirplus`). A stable sort: the order is otherwise the layers'.
-        entries.sort_by_key(|e| e.kind != FileType::Directory);
         Ok(entries)
     }
 
@@ -1820,7 +1817,6 @@ impl Filesystem for StateliteFs {
         // a GETXATTR round trip for `security.capability`: 4 KiB writes ran at 90 MB/s.
         let want = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
@@ -2551,17 +2547,13 @@ impl Filesystem for StateliteFs {
         let mut t = ov.stats.time(Op::readdirplus);
         let dir = tri!(t, reply, ov.inode(ino));
         let entries = tri!(t, reply, ov.listing(&dir, fh, offset));
+        // Every entry is resolved. Leaving files unresolved (subdirectories in READDIRPLUS,
+        // files by plain READDIR under FUSE_READDIRPLUS_AUTO) made a walk by name 1.7x
+        // faster and one that stats every entry up to 2.6x slower (a LOOKUP per file):
+        // benches/RESULTS.md, run 6. Name-only entries inside READDIRPLUS (node id 0, which
+        // the kernel skips) would give both, but fuser writes the node id as the entry's
+        // d_ino too, and glibc's readdir drops entries whose d_ino is 0.
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            // With FUSE_READDIRPLUS_AUTO the kernel asks with READDIRPLUS for a listing's
-            // first chunk, and for a later one only after lookups in the directory. An
-            // answer here carries the subdirectories (a walk descends into them: their
-            // lookups are needed anyway) and at most one file, and ends at the next file;
-            // the files then follow by plain READDIR, unresolved, as a native `getdents`
-            // reads no inodes. (The later READDIRPLUS is no sign that the caller wants
-            // attributes: a walker that descends while it reads asks for one too.)
-            if e.kind != FileType::Directory && i > offset as usize {
-                break;
-            }
             let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
                 continue; // vanished since opendir
             };

@@ -68,17 +68,11 @@ pub fn read_generation(layers: &LayerStack) -> Option<String> {
 pub(crate) fn refresh_attrs(dir: std::os::fd::BorrowedFd<'_>, rel: &str) {
     use std::os::fd::AsRawFd;
     let Ok(c) = CString::new(rel) else { return };
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: a valid descriptor, a NUL-terminated path and a buffer of the right type.
-    unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
-            libc::STATX_BASIC_STATS,
-            stx.as_mut_ptr(),
-        );
-    }
+    let _ = sys::statx_sync(
+        dir.as_raw_fd(),
+        &c,
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    );
 }
 
 /// Every inode the kernel holds keeps a descriptor of its backing object open, so the
@@ -192,8 +186,10 @@ fn widen_readahead(mountpoint: &Path, kb: u32) {
     if kb == 0 {
         return;
     }
-    let dev = match sys::statx_dev_sync(mountpoint) {
-        Ok(dev) => dev,
+    let stx = sys::cstr(mountpoint.as_os_str())
+        .and_then(|path| sys::statx_sync(libc::AT_FDCWD, &path, 0));
+    let dev = match stx {
+        Ok(stx) => (stx.stx_dev_major, stx.stx_dev_minor),
         Err(e) => {
             tracing::warn!(
                 "readahead left at the default: stat {}: {e}",

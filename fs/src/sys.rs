@@ -108,23 +108,23 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The device (major, minor) of the filesystem at `path`, from fresh attributes
-/// (`statx(AT_STATX_FORCE_SYNC)`: on a FUSE mount this is a request, so it returns only
-/// once the daemon answers).
-pub fn statx_dev_sync(path: &std::path::Path) -> io::Result<(u32, u32)> {
-    let c = cstr(path.as_os_str())?;
+/// `statx(AT_STATX_FORCE_SYNC)` of `path` relative to `dirfd` (`libc::AT_FDCWD` or a
+/// descriptor) with `flags` added: attributes fetched fresh, from the server on network
+/// filesystems; on a FUSE mount a request, so it returns only once the daemon answers.
+pub fn statx_sync(dirfd: RawFd, path: &CStr, flags: libc::c_int) -> io::Result<libc::statx> {
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the caller's descriptor (or AT_FDCWD), a NUL-terminated path, and a buffer of
+    // the right type, initialised by the kernel on success.
     check(unsafe {
         libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_STATX_FORCE_SYNC,
+            dirfd,
+            path.as_ptr(),
+            flags | libc::AT_STATX_FORCE_SYNC,
             libc::STATX_BASIC_STATS,
             stx.as_mut_ptr(),
         )
     })?;
-    let stx = unsafe { stx.assume_init() };
-    Ok((stx.stx_dev_major, stx.stx_dev_minor))
+    Ok(unsafe { stx.assume_init() })
 }
 
 /// `fstatat(fd, "", AT_EMPTY_PATH)`: works on `O_PATH` descriptors, symlinks included.

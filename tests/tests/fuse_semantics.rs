@@ -1013,6 +1013,9 @@ fn inodes_in_use_survive_trimming_during_a_big_walk() {
         settled(&fx, "lookup") - before
     };
     fs::metadata(&busy).unwrap();
+    // Open, so the kernel cannot drop the entry on its own (another test here writes
+    // `drop_caches`); only the daemon's trimming can make it look the file up again.
+    let _pin = fs::File::open(&busy).unwrap();
     let mut relookups = 0;
     for i in 0..3000 {
         fs::metadata(fx.m(&format!("usr/share/walk/f{i:04}"))).unwrap();

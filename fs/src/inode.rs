@@ -19,7 +19,7 @@ use crate::rules::{RuleId, TrieNode};
 use crate::sys;
 
 /// A passthrough backing id in use for an inode, and the (dev, ino) of its backing file.
-pub type SharedBacking = (std::sync::Weak<fuser::BackingId>, (u64, u64));
+pub type SharedBacking = (std::sync::Weak<crate::reply::PassthroughId>, (u64, u64));
 
 /// How an inode's open files do I/O. The kernel allows one mode at a time per inode:
 /// page-cache opens and passthrough opens must not coexist, and all passthrough opens share

@@ -8,6 +8,7 @@
 //! - `inode`: the inode table.
 //! - `copy_up`: copy-up, `con` concatenation, whiteouts.
 //! - `overlay`: name resolution, directory merging, the FUSE operations.
+//! - `reply`: what an operation answers, for either transport; passthrough backing ids.
 //! - `mount`: mounting, threads, the image-generation watcher.
 //! - `stats`: operation counters and the EROFS record.
 
@@ -17,6 +18,7 @@ pub mod inode;
 pub mod layers;
 pub mod mount;
 pub mod overlay;
+pub mod reply;
 pub mod rules;
 pub mod stats;
 pub mod sys;

@@ -3,6 +3,7 @@
 //! watcher that invalidates the kernel's caches after `statelite imgupdate`.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,6 +137,11 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
             }
         })?;
     *overlay.notifier.write() = Some(session.notifier());
+    let dev = session
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(MountError::Setup)?;
+    let _ = overlay.dev_fuse.set(Arc::new(dev));
     Ok(Mounted {
         overlay,
         session,

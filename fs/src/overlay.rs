@@ -14,16 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 
 use crate::copy_up::{self, is_internal_name};
 use crate::inode::{Area, Backing, Inode, InodeTable, NewInode, identity_of};
 use crate::layers::{LITEIMG_DEFAULT, LayerId, LayerStack, STATELITE_DIR, StoreKind};
+use crate::reply::{
+    AttrReply, Caller, CreateReply, DataReply, DirPlusReply, DirReply, EmptyReply, EntryReply,
+    LseekReply, OpenReply, PassthroughId, StatfsReply, WriteReply, XattrReply,
+};
 use crate::rules::{RuleId, RuleSet, Storage, TrieNode};
 use crate::stats::{DeniedLog, Op, Stats};
 use crate::sys::{self, Stat};
@@ -106,7 +110,7 @@ struct OpenFile {
     lazy_flags: i32,
     inode: Arc<Inode>,
     /// Held while open: the kernel needs the backing id alive for passthrough opens.
-    _backing: Option<Arc<BackingId>>,
+    _backing: Option<Arc<PassthroughId>>,
     /// Counted in the inode's `cached_opens`.
     cached: bool,
     /// Opened for writing in a persistent store: flush (close) syncs it.
@@ -207,6 +211,8 @@ pub struct Overlay {
     /// without asking us, see `opendir`), by node id; rebuilt whenever a read starts at 0.
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
     pub notifier: RwLock<Option<fuser::Notifier>>,
+    /// The connection's `/dev/fuse` descriptor, for passthrough backing ids (set at mount).
+    pub dev_fuse: std::sync::OnceLock<Arc<OwnedFd>>,
     /// Invalidations queued for the background thread (never sent from a request thread,
     /// where the kernel may hold the very directory lock the notification needs).
     inval_tx: crossbeam::channel::Sender<(u64, CString)>,
@@ -387,6 +393,7 @@ impl Overlay {
                 std::num::NonZeroUsize::new(1024).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
             notifier: RwLock::new(None),
+            dev_fuse: std::sync::OnceLock::new(),
             inval_tx: tx,
             inval_rx: rx,
         });
@@ -1150,6 +1157,14 @@ impl Overlay {
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
     }
 
+    /// Registers `file` for passthrough on this connection.
+    fn open_backing(&self, file: BorrowedFd<'_>) -> io::Result<PassthroughId> {
+        match self.dev_fuse.get() {
+            Some(dev) => PassthroughId::open(dev, file),
+            None => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
+        }
+    }
+
     /// Opens a file: decides its I/O mode (passthrough, page cache, or direct through us)
     /// under the kernel's rules, and the descriptor behind it.
     fn open_inode(
@@ -1157,7 +1172,7 @@ impl Overlay {
         inode: &Arc<Inode>,
         flags: i32,
         created: Option<OwnedFd>,
-        make_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+        make_backing: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<(OpenFile, FopenFlags), Errno> {
         let acc = flags & libc::O_ACCMODE;
         let wants_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -1713,7 +1728,7 @@ fn time_spec(t: Option<TimeOrNow>) -> libc::timespec {
 pub struct StateliteFs(pub Arc<Overlay>);
 
 impl StateliteFs {
-    fn entry(&self, reply: ReplyEntry, inode: &Inode, st: &Stat) {
+    fn entry(&self, reply: impl EntryReply, inode: &Inode, st: &Stat) {
         let ttl = self.0.opts.ttl;
         reply.entry(&ttl, &self.0.attr(inode, st), Generation(0));
     }
@@ -1723,7 +1738,7 @@ impl StateliteFs {
     /// handed back, and spares a second open.
     fn create_object(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: &Arc<Inode>,
         name: &CStr,
         op: Op,
@@ -1809,42 +1824,17 @@ macro_rules! tri {
     };
 }
 
-impl Filesystem for StateliteFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // FUSE_HANDLE_KILLPRIV_V2: we clear set-user-ID/set-group-ID bits ourselves (see
-        // `kill_suidgid`), and in return the kernel may remember that a file has nothing to
-        // kill (SB_NOSEC). Without it every write(2), passthrough ones included, first cost
-        // a GETXATTR round trip for `security.capability`: 4 KiB writes ran at 90 MB/s.
-        let want = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
-        // own write-access (ETXTBSY) check, so a refused open(O_TRUNC) of a running
-        // executable would still truncate it. Without it the kernel truncates by SETATTR
-        // after that check.
-        for flag in want.iter() {
-            let _ = config.add_capabilities(flag);
-        }
-        // No passthrough without OPEN: its backing id only comes in an open reply, and on
-        // recent kernels a page-cache open of an inode that is open in passthrough fails.
-        if self.0.opts.passthrough
-            && !self.0.opts.no_open
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && (config.set_max_stack_depth(2).is_ok() || config.set_max_stack_depth(1).is_ok())
-        {
-            self.0.passthrough_active.store(true, Ordering::Relaxed);
-        }
-        let _ = config.set_max_readahead(1 << 20);
-        let _ = config.set_max_background(64);
-        tracing::info!(
-            passthrough = self.0.passthrough_active(),
-            "FUSE session initialised"
-        );
-        Ok(())
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+/// The operations, written once for either transport (see `reply`). Their arguments are
+/// the protocol's, as in fuser's `Filesystem`.
+#[allow(clippy::too_many_arguments)]
+impl StateliteFs {
+    pub(crate) fn lookup(
+        &self,
+        _req: &Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: impl EntryReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::lookup);
         let parent = tri!(t, reply, ov.inode(parent));
@@ -1874,12 +1864,18 @@ impl Filesystem for StateliteFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    pub(crate) fn forget(&self, _req: &Caller, ino: INodeNo, nlookup: u64) {
         let _t = self.0.stats.time(Op::forget);
         self.0.inodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    pub(crate) fn getattr(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+        reply: impl AttrReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::getattr);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -1890,9 +1886,9 @@ impl Filesystem for StateliteFs {
         reply.attr(&ov.opts.ttl, &ov.attr(&inode, &st));
     }
 
-    fn setattr(
+    pub(crate) fn setattr(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -1906,7 +1902,7 @@ impl Filesystem for StateliteFs {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<BsdFileFlags>,
-        reply: ReplyAttr,
+        reply: impl AttrReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::setattr);
@@ -1985,7 +1981,7 @@ impl Filesystem for StateliteFs {
         reply.attr(&ov.opts.ttl, &ov.attr(&inode, &st));
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    pub(crate) fn readlink(&self, _req: &Caller, ino: INodeNo, reply: impl DataReply) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readlink);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -1994,15 +1990,15 @@ impl Filesystem for StateliteFs {
         reply.data(&target);
     }
 
-    fn mknod(
+    pub(crate) fn mknod(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         rdev: u32,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::mknod);
@@ -2029,14 +2025,14 @@ impl Filesystem for StateliteFs {
         self.entry(reply, &inode, &st);
     }
 
-    fn mkdir(
+    pub(crate) fn mkdir(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::mkdir);
@@ -2054,13 +2050,13 @@ impl Filesystem for StateliteFs {
         self.entry(reply, &inode, &st);
     }
 
-    fn symlink(
+    pub(crate) fn symlink(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::symlink);
@@ -2082,7 +2078,13 @@ impl Filesystem for StateliteFs {
         self.entry(reply, &inode, &st);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub(crate) fn unlink(
+        &self,
+        _req: &Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: impl EmptyReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::unlink);
         let parent = tri!(t, reply, ov.inode(parent));
@@ -2105,7 +2107,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub(crate) fn rmdir(
+        &self,
+        _req: &Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: impl EmptyReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::rmdir);
         let parent = tri!(t, reply, ov.inode(parent));
@@ -2136,15 +2144,15 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn rename(
+    pub(crate) fn rename(
         &self,
-        _req: &Request,
+        _req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
         flags: RenameFlags,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::rename);
@@ -2257,13 +2265,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn link(
+    pub(crate) fn link(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::link);
@@ -2304,7 +2312,13 @@ impl Filesystem for StateliteFs {
         self.entry(reply, &inode, &st);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    pub(crate) fn open(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        flags: OpenFlags,
+        reply: impl OpenReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::open);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2318,7 +2332,7 @@ impl Filesystem for StateliteFs {
         let (file, fopen) = tri!(
             t,
             reply,
-            ov.open_inode(&inode, flags.0, None, |f| reply.open_backing(f.as_fd()))
+            ov.open_inode(&inode, flags.0, None, |f| ov.open_backing(f.as_fd()))
         );
         let fh = ov.new_handle();
         let backing = file._backing.clone();
@@ -2329,16 +2343,16 @@ impl Filesystem for StateliteFs {
         }
     }
 
-    fn read(
+    pub(crate) fn read(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
-        reply: ReplyData,
+        reply: impl DataReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::read);
@@ -2375,9 +2389,9 @@ impl Filesystem for StateliteFs {
         });
     }
 
-    fn write(
+    pub(crate) fn write(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -2385,7 +2399,7 @@ impl Filesystem for StateliteFs {
         wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
-        reply: ReplyWrite,
+        reply: impl WriteReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::write);
@@ -2407,13 +2421,13 @@ impl Filesystem for StateliteFs {
         reply.written(n as u32);
     }
 
-    fn flush(
+    pub(crate) fn flush(
         &self,
-        _req: &Request,
+        _req: &Caller,
         _ino: INodeNo,
         fh: FileHandle,
         _lock: LockOwner,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::flush);
@@ -2435,15 +2449,15 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn release(
+    pub(crate) fn release(
         &self,
-        _req: &Request,
+        _req: &Caller,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         _flush: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let _t = self.0.stats.time(Op::release);
         if fh.0 == 0 {
@@ -2457,13 +2471,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn fsync(
+    pub(crate) fn fsync(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fsync);
@@ -2477,7 +2491,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    pub(crate) fn opendir(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        _flags: OpenFlags,
+        reply: impl OpenReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::opendir);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2510,13 +2530,13 @@ impl Filesystem for StateliteFs {
         );
     }
 
-    fn readdir(
+    pub(crate) fn readdir(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        mut reply: impl DirReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readdir);
@@ -2535,13 +2555,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn readdirplus(
+    pub(crate) fn readdirplus(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        mut reply: impl DirPlusReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::readdirplus);
@@ -2573,26 +2593,26 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn releasedir(
+    pub(crate) fn releasedir(
         &self,
-        _req: &Request,
+        _req: &Caller,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let _t = self.0.stats.time(Op::releasedir);
         self.0.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(
+    pub(crate) fn fsyncdir(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         _fh: FileHandle,
         datasync: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::fsync);
@@ -2608,7 +2628,7 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    pub(crate) fn statfs(&self, _req: &Caller, ino: INodeNo, reply: impl StatfsReply) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::statfs);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2638,15 +2658,15 @@ impl Filesystem for StateliteFs {
         );
     }
 
-    fn setxattr(
+    pub(crate) fn setxattr(
         &self,
-        _req: &Request,
+        _req: &Caller,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
         flags: i32,
         _position: u32,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::setxattr);
@@ -2667,7 +2687,14 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    pub(crate) fn getxattr(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
+        reply: impl XattrReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::getxattr);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2708,7 +2735,7 @@ impl Filesystem for StateliteFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    pub(crate) fn listxattr(&self, _req: &Caller, ino: INodeNo, size: u32, reply: impl XattrReply) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::listxattr);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2730,7 +2757,13 @@ impl Filesystem for StateliteFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub(crate) fn removexattr(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        name: &OsStr,
+        reply: impl EmptyReply,
+    ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::removexattr);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2750,7 +2783,13 @@ impl Filesystem for StateliteFs {
         reply.ok();
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    pub(crate) fn access(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        _mask: AccessFlags,
+        reply: impl EmptyReply,
+    ) {
         // With default_permissions the kernel checks modes itself; this only confirms the
         // inode exists.
         match self.0.inode(ino) {
@@ -2759,15 +2798,15 @@ impl Filesystem for StateliteFs {
         }
     }
 
-    fn create(
+    pub(crate) fn create(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
-        reply: ReplyCreate,
+        reply: impl CreateReply,
     ) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::create);
@@ -2807,7 +2846,7 @@ impl Filesystem for StateliteFs {
         let (file, fopen) = tri!(
             t,
             reply,
-            ov.open_inode(&inode, flags & !libc::O_TRUNC, made, |f| reply
+            ov.open_inode(&inode, flags & !libc::O_TRUNC, made, |f| ov
                 .open_backing(f.as_fd()))
         );
         let fh = ov.new_handle();
@@ -2825,6 +2864,438 @@ impl Filesystem for StateliteFs {
             ),
             None => reply.created(&ov.opts.ttl, &attr, Generation(0), FileHandle(fh), fopen),
         }
+    }
+
+    pub(crate) fn fallocate(
+        &self,
+        req: &Caller,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: impl EmptyReply,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::fallocate);
+        let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::fallocate));
+        let fd = tri!(t, reply, src.fd());
+        if req.uid() != 0 {
+            tri!(t, reply, sys::kill_suidgid(fd).map_err(err)); // see `setattr`
+        }
+        let r = unsafe {
+            libc::fallocate(
+                fd.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+        };
+        if r < 0 {
+            t.failed = true;
+            reply.error(err(io::Error::last_os_error()));
+            return;
+        }
+        reply.ok();
+    }
+
+    pub(crate) fn lseek(
+        &self,
+        _req: &Caller,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: impl LseekReply,
+    ) {
+        let ov = &self.0;
+        let mut t = ov.stats.time(Op::lseek);
+        let src = tri!(t, reply, ov.io_src(ino, fh, false, Op::lseek));
+        let fd = tri!(t, reply, src.fd());
+        let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
+        if r < 0 {
+            t.failed = true;
+            reply.error(err(io::Error::last_os_error()));
+            return;
+        }
+        reply.offset(r as i64);
+    }
+}
+
+impl Filesystem for StateliteFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // FUSE_HANDLE_KILLPRIV_V2: we clear set-user-ID/set-group-ID bits ourselves (see
+        // `kill_suidgid`), and in return the kernel may remember that a file has nothing to
+        // kill (SB_NOSEC). Without it every write(2), passthrough ones included, first cost
+        // a GETXATTR round trip for `security.capability`: 4 KiB writes ran at 90 MB/s.
+        let want = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to our open before its
+        // own write-access (ETXTBSY) check, so a refused open(O_TRUNC) of a running
+        // executable would still truncate it. Without it the kernel truncates by SETATTR
+        // after that check.
+        for flag in want.iter() {
+            let _ = config.add_capabilities(flag);
+        }
+        // No passthrough without OPEN: its backing id only comes in an open reply, and on
+        // recent kernels a page-cache open of an inode that is open in passthrough fails.
+        if self.0.opts.passthrough
+            && !self.0.opts.no_open
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && (config.set_max_stack_depth(2).is_ok() || config.set_max_stack_depth(1).is_ok())
+        {
+            self.0.passthrough_active.store(true, Ordering::Relaxed);
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        tracing::info!(
+            passthrough = self.0.passthrough_active(),
+            "FUSE session initialised"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        StateliteFs::lookup(self, &Caller::from(req), parent, name, reply)
+    }
+
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        StateliteFs::forget(self, &Caller::from(req), ino, nlookup)
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        StateliteFs::getattr(self, &Caller::from(req), ino, fh, reply)
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        chgtime: Option<SystemTime>,
+        bkuptime: Option<SystemTime>,
+        flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        StateliteFs::setattr(
+            self,
+            &Caller::from(req),
+            ino,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            ctime,
+            fh,
+            crtime,
+            chgtime,
+            bkuptime,
+            flags,
+            reply,
+        )
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        StateliteFs::readlink(self, &Caller::from(req), ino, reply)
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        StateliteFs::mknod(
+            self,
+            &Caller::from(req),
+            parent,
+            name,
+            mode,
+            umask,
+            rdev,
+            reply,
+        )
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        StateliteFs::mkdir(self, &Caller::from(req), parent, name, mode, umask, reply)
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        StateliteFs::symlink(self, &Caller::from(req), parent, link_name, target, reply)
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        StateliteFs::unlink(self, &Caller::from(req), parent, name, reply)
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        StateliteFs::rmdir(self, &Caller::from(req), parent, name, reply)
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::rename(
+            self,
+            &Caller::from(req),
+            parent,
+            name,
+            newparent,
+            newname,
+            flags,
+            reply,
+        )
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        StateliteFs::link(self, &Caller::from(req), ino, newparent, newname, reply)
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        StateliteFs::open(self, &Caller::from(req), ino, flags, reply)
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        StateliteFs::read(
+            self,
+            &Caller::from(req),
+            ino,
+            fh,
+            offset,
+            size,
+            flags,
+            lock,
+            reply,
+        )
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        wf: WriteFlags,
+        flags: OpenFlags,
+        lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        StateliteFs::write(
+            self,
+            &Caller::from(req),
+            ino,
+            fh,
+            offset,
+            data,
+            wf,
+            flags,
+            lock,
+            reply,
+        )
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::flush(self, &Caller::from(req), ino, fh, lock, reply)
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        flags: OpenFlags,
+        lock: Option<LockOwner>,
+        flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::release(self, &Caller::from(req), ino, fh, flags, lock, flush, reply)
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::fsync(self, &Caller::from(req), ino, fh, datasync, reply)
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        StateliteFs::opendir(self, &Caller::from(req), ino, flags, reply)
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        StateliteFs::readdir(self, &Caller::from(req), ino, fh, offset, reply)
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        StateliteFs::readdirplus(self, &Caller::from(req), ino, fh, offset, reply)
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::releasedir(self, &Caller::from(req), ino, fh, flags, reply)
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::fsyncdir(self, &Caller::from(req), ino, fh, datasync, reply)
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        StateliteFs::statfs(self, &Caller::from(req), ino, reply)
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        StateliteFs::setxattr(
+            self,
+            &Caller::from(req),
+            ino,
+            name,
+            value,
+            flags,
+            position,
+            reply,
+        )
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        StateliteFs::getxattr(self, &Caller::from(req), ino, name, size, reply)
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        StateliteFs::listxattr(self, &Caller::from(req), ino, size, reply)
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        StateliteFs::removexattr(self, &Caller::from(req), ino, name, reply)
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        StateliteFs::access(self, &Caller::from(req), ino, mask, reply)
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        StateliteFs::create(
+            self,
+            &Caller::from(req),
+            parent,
+            name,
+            mode,
+            umask,
+            flags,
+            reply,
+        )
     }
 
     fn ioctl(
@@ -2851,48 +3322,27 @@ impl Filesystem for StateliteFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let ov = &self.0;
-        let mut t = ov.stats.time(Op::fallocate);
-        let src = tri!(t, reply, ov.io_src(ino, fh, true, Op::fallocate));
-        let fd = tri!(t, reply, src.fd());
-        if req.uid() != 0 {
-            tri!(t, reply, sys::kill_suidgid(fd).map_err(err)); // see `setattr`
-        }
-        let r = unsafe {
-            libc::fallocate(
-                fd.as_raw_fd(),
-                mode,
-                offset as libc::off_t,
-                length as libc::off_t,
-            )
-        };
-        if r < 0 {
-            t.failed = true;
-            reply.error(err(io::Error::last_os_error()));
-            return;
-        }
-        reply.ok();
+        StateliteFs::fallocate(
+            self,
+            &Caller::from(req),
+            ino,
+            fh,
+            offset,
+            length,
+            mode,
+            reply,
+        )
     }
 
     fn lseek(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let ov = &self.0;
-        let mut t = ov.stats.time(Op::lseek);
-        let src = tri!(t, reply, ov.io_src(ino, fh, false, Op::lseek));
-        let fd = tri!(t, reply, src.fd());
-        let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
-        if r < 0 {
-            t.failed = true;
-            reply.error(err(io::Error::last_os_error()));
-            return;
-        }
-        reply.offset(r as i64);
+        StateliteFs::lseek(self, &Caller::from(req), ino, fh, offset, whence, reply)
     }
 }

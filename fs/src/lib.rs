@@ -9,6 +9,7 @@
 //! - `copy_up`: copy-up, `con` concatenation, whiteouts.
 //! - `overlay`: name resolution, directory merging, the FUSE operations.
 //! - `reply`: what an operation answers, for either transport; passthrough backing ids.
+//! - `ring`: FUSE over io_uring, the transport that serves requests on their own CPU.
 //! - `mount`: mounting, threads, the image-generation watcher.
 //! - `stats`: operation counters and the EROFS record.
 
@@ -19,6 +20,7 @@ pub mod layers;
 pub mod mount;
 pub mod overlay;
 pub mod reply;
+pub mod ring;
 pub mod rules;
 pub mod stats;
 pub mod sys;

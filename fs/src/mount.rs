@@ -12,7 +12,8 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::layers::{GENERATION_FILE, LayerPaths, LayerStack};
-use crate::overlay::{Overlay, OverlayOptions, StateliteFs};
+use crate::overlay::{MAX_WRITE, Overlay, OverlayOptions, StateliteFs};
+use crate::ring;
 use crate::rules::RuleSet;
 use crate::sys;
 
@@ -43,6 +44,8 @@ pub enum MountError {
 /// A mounted root. `run` serves until the filesystem is unmounted.
 pub struct Mounted {
     pub overlay: Arc<Overlay>,
+    /// The io_uring transport, when the kernel has it.
+    pub rings: Option<Arc<ring::Rings>>,
     session: Session<StateliteFs>,
     mountpoint: PathBuf,
     stop: Arc<AtomicBool>,
@@ -141,9 +144,23 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(MountError::Setup)?;
-    let _ = overlay.dev_fuse.set(Arc::new(dev));
+    let dev = Arc::new(dev);
+    let _ = overlay.dev_fuse.set(dev.clone());
+    let mut rings = None;
+    if cfg.options.uring {
+        let fs = Arc::new(StateliteFs(overlay.clone()));
+        match ring::enable_in_kernel().and_then(|()| ring::start(fs, dev, MAX_WRITE)) {
+            Ok(r) => {
+                overlay.ring_active.store(true, Ordering::Relaxed);
+                tracing::info!(queues = r.queues, "serving requests over io_uring");
+                rings = Some(Arc::new(r));
+            }
+            Err(e) => tracing::info!("serving requests over /dev/fuse: {e}"),
+        }
+    }
     Ok(Mounted {
         overlay,
+        rings,
         session,
         mountpoint: cfg.mountpoint.clone(),
         stop: Arc::new(AtomicBool::new(false)),
@@ -155,9 +172,10 @@ impl Mounted {
     pub fn run(self, generation_interval: Duration) -> std::io::Result<()> {
         let ov = self.overlay.clone();
         let stop = self.stop.clone();
+        let rings = self.rings.clone();
         let watcher = std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || watch_generation(&ov, generation_interval, &stop))?;
+            .spawn(move || watch_generation(&ov, rings.as_deref(), generation_interval, &stop))?;
         // fuser unmounts the mount point *path* when its mount handle is dropped at the end
         // of the session. By then the kernel has already dropped our mount (that is why the
         // session ended), and the path may hold a new mount of the same root (a quick
@@ -211,7 +229,12 @@ fn widen_readahead(mountpoint: &Path, kb: u32) {
     }
 }
 
-fn watch_generation(ov: &Overlay, interval: Duration, stop: &AtomicBool) {
+fn watch_generation(
+    ov: &Overlay,
+    rings: Option<&ring::Rings>,
+    interval: Duration,
+    stop: &AtomicBool,
+) {
     let mut last = read_generation(&ov.layers);
     let tick = Duration::from_millis(100);
     let mut waited = Duration::ZERO;
@@ -219,6 +242,9 @@ fn watch_generation(ov: &Overlay, interval: Duration, stop: &AtomicBool) {
         std::thread::sleep(tick);
         ov.drain_invalidations();
         ov.trim_inodes();
+        if let Some(r) = rings {
+            r.adapt();
+        }
         waited += tick;
         if waited < interval {
             continue;

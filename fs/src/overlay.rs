@@ -32,6 +32,9 @@ use crate::rules::{RuleId, RuleSet, Storage, TrieNode};
 use crate::stats::{DeniedLog, Op, Stats};
 use crate::sys::{self, Stat};
 
+/// The largest write (and so ring payload) we negotiate.
+pub const MAX_WRITE: usize = 1 << 20;
+
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct OverlayOptions {
@@ -50,6 +53,8 @@ pub struct OverlayOptions {
     /// Inodes kept before the coldest are handed back to the kernel for forgetting: this
     /// bounds the daemon's memory however large the tree the node walks.
     pub max_inodes: usize,
+    /// Serve requests over io_uring when the kernel can (see `ring`).
+    pub uring: bool,
     /// The mount's readahead window in KiB (0: leave the kernel's 128 KiB). See
     /// `mount::widen_readahead`.
     pub read_ahead_kb: u32,
@@ -62,6 +67,7 @@ impl Default for OverlayOptions {
             passthrough: true,
             max_inodes: 32768,
             read_ahead_kb: 4096,
+            uring: true,
             no_opendir: true,
             // Opt-in (`STATELITE_NO_OPEN=1` in the daemon's environment) until large-file
             // reads match passthrough: see benches/RESULTS.md, run 4.
@@ -195,6 +201,8 @@ pub struct Overlay {
     pub denied: DeniedLog,
     pub(crate) opts: OverlayOptions,
     passthrough_active: AtomicBool,
+    /// Requests come over io_uring rings (set once they are registered).
+    pub ring_active: AtomicBool,
     /// Epoch for what inodes remember of their xattrs; a new one begins whenever objects may have changed
     /// behind our back (image update, rules reload).
     xattr_epoch: AtomicU64,
@@ -381,6 +389,7 @@ impl Overlay {
             denied: DeniedLog::default(),
             opts,
             passthrough_active: AtomicBool::new(false),
+            ring_active: AtomicBool::new(false),
             xattr_epoch: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
@@ -2949,6 +2958,9 @@ impl Filesystem for StateliteFs {
             self.0.passthrough_active.store(true, Ordering::Relaxed);
         }
         let _ = config.set_max_readahead(1 << 20);
+        // The kernel splits writes at `max_pages` (1 MiB) anyway; a ring entry's payload
+        // buffer must hold the largest request, which the kernel sizes by `max_write`.
+        let _ = config.set_max_write(MAX_WRITE as u32);
         let _ = config.set_max_background(64);
         tracing::info!(
             passthrough = self.0.passthrough_active(),

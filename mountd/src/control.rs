@@ -214,6 +214,7 @@ fn status(ov: &Overlay) -> Value {
         "rules": ov.rs().rules.rules().len(),
         "rules_epoch": ov.rs().epoch,
         "passthrough": ov.passthrough_active(),
+        "transport": if ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) { "io_uring" } else { "/dev/fuse" },
         "inodes": ov.inodes().len(),
         "generation": statelite_fs::mount::read_generation(l),
         "degraded": l.store(StoreKind::Persistent).is_none(),

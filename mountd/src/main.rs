@@ -110,6 +110,11 @@ struct MountArgs {
     /// Do not use FUSE passthrough even if the kernel offers it.
     #[arg(long)]
     no_passthrough: bool,
+    /// Serve requests over /dev/fuse even if the kernel has FUSE over io_uring (which
+    /// serves each request on the caller's CPU; Linux 6.14+, `fuse.enable_uring`, switched
+    /// on by the daemon).
+    #[arg(long)]
+    no_uring: bool,
     /// The kernel's no-open mode: no OPEN/RELEASE/FLUSH round trips, file I/O by inode
     /// through the page cache, EROFS at the first write (README "FUSE semantics"). Also
     /// `STATELITE_NO_OPEN=1`.
@@ -332,6 +337,7 @@ fn run_mount(args: MountArgs) -> Result<(), String> {
         generation_interval: Duration::from_secs_f64(args.generation_interval.max(0.1)),
         options: OverlayOptions {
             passthrough: !args.no_passthrough,
+            uring: !args.no_uring,
             max_inodes: args.max_inodes.max(1024),
             no_open: args.no_open || OverlayOptions::default().no_open,
             ..OverlayOptions::default()

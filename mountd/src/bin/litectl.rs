@@ -362,6 +362,7 @@ fn render_status(v: &Value) -> String {
         ("persistent store".into(), persistent),
         ("degraded".into(), degraded),
         ("FUSE passthrough".into(), plain(field(v, "passthrough"))),
+        ("FUSE transport".into(), plain(field(v, "transport"))),
         ("inodes in use".into(), plain(field(v, "inodes"))),
     ];
     rows.extend(extra_rows(
@@ -377,6 +378,7 @@ fn render_status(v: &Value) -> String {
             "persistent",
             "degraded",
             "passthrough",
+            "transport",
             "inodes",
         ],
     ));

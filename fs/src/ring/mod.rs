@@ -1,0 +1,432 @@
+//! FUSE over io_uring: requests served on the CPU that made them.
+//!
+//! Over `/dev/fuse` every request wakes a daemon thread wherever it last ran and every
+//! reply wakes the caller back across CPUs. On this machine kind an idle CPU halts without
+//! polling, so each of those wake-ups is an inter-processor interrupt into a halted CPU:
+//! a create+write+fsync+close took ~200 µs across CPUs and ~64 µs with caller and daemon
+//! on one CPU (benches/RESULTS.md). With the ring (kernel 6.14+, `fuse.enable_uring`) the
+//! kernel queues a request on the ring of the caller's CPU, and the thread pinned to that
+//! CPU serves it: both wake-ups stay local.
+//!
+//! Each possible CPU gets a queue; each queue gets [`THREADS_PER_QUEUE`] threads pinned to
+//! its CPU, each owning an io_uring with one registered ring entry (a 288-byte header and a
+//! payload buffer), so one slow request (an NFS stall) does not hold up the CPU's next.
+//! Requests arrive as completions; the reply goes back with `COMMIT_AND_FETCH`, which also
+//! re-arms the entry. FORGET and INTERRUPT still come over `/dev/fuse` (fuser's threads go
+//! on reading it), and so do invalidation notifications.
+//!
+//! The kernel switches to the ring once every queue has an entry. Registration does not
+//! need `FUSE_OVER_IO_URING` in the INIT reply (which would block every request until the
+//! ring is complete): without it a failed registration simply leaves the connection on
+//! `/dev/fuse`.
+
+mod abi;
+mod dispatch;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use io_uring::{IoUring, cqueue, opcode, squeue::Entry128, types};
+
+use crate::overlay::StateliteFs;
+
+/// Threads (each with one ring entry) per CPU queue.
+pub const THREADS_PER_QUEUE: usize = 2;
+
+/// The module switch; off by default in 6.14+ kernels, absent before.
+const ENABLE_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Why the ring is not in use.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("the kernel has no FUSE over io_uring (no {ENABLE_KNOB}; needs Linux 6.14+)")]
+    NoKernelSupport,
+    #[error("cannot enable FUSE over io_uring ({ENABLE_KNOB}): {0}")]
+    Enable(std::io::Error),
+    #[error("io_uring set-up for queue {qid}: {source}")]
+    Setup { qid: usize, source: std::io::Error },
+    #[error("ring registration for queue {qid} refused: {source}")]
+    Register { qid: usize, source: std::io::Error },
+}
+
+/// Turns the fuse module's io_uring switch on (as root), or says why it cannot be.
+pub fn enable_in_kernel() -> Result<(), RingError> {
+    match std::fs::read_to_string(ENABLE_KNOB) {
+        Err(_) => Err(RingError::NoKernelSupport),
+        Ok(v) if v.trim() == "Y" || v.trim() == "1" => Ok(()),
+        Ok(_) => std::fs::write(ENABLE_KNOB, "Y").map_err(RingError::Enable),
+    }
+}
+
+/// How many queues the kernel makes: one per possible CPU.
+fn possible_cpus() -> usize {
+    let parse = |s: &str| -> Option<usize> {
+        let mut n = 0;
+        for part in s.trim().split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => n += b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+                None => {
+                    part.parse::<usize>().ok()?;
+                    n += 1;
+                }
+            }
+        }
+        Some(n)
+    };
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse(&s))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks the index.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            // An offline CPU: the queue is still served, from wherever we run.
+            tracing::debug!(
+                cpu,
+                "cannot pin ring thread: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// A `URING_CMD` for the fuse device: `fuse_uring_cmd_req` in the command area, and for
+/// registration the two-iovec array (`sqe->addr`, `sqe->len` = 2).
+fn fuse_cmd(dev: i32, cmd_op: u32, qid: u16, commit_id: u64, iov: Option<u64>) -> Entry128 {
+    let mut cmd = [0u8; 80];
+    cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+    cmd[16..18].copy_from_slice(&qid.to_ne_bytes());
+    let entry = opcode::UringCmd80::new(types::Fd(dev), cmd_op)
+        .cmd(cmd)
+        .addr(iov)
+        .build();
+    if iov.is_none() {
+        return entry;
+    }
+    // The io-uring crate has no setter for `sqe->len` on this opcode; the field is the u32
+    // at byte 24 of the (repr(C), 128-byte) entry.
+    // SAFETY: Entry128 is a repr(C) wrapper of the 128-byte SQE; any bytes are a valid SQE
+    // as far as memory is concerned, and the kernel validates the contents.
+    let mut raw: [u8; 128] = unsafe { std::mem::transmute(entry) };
+    raw[24..28].copy_from_slice(&2u32.to_ne_bytes());
+    unsafe { std::mem::transmute::<[u8; 128], Entry128>(raw) }
+}
+
+/// The running ring threads (detached: each ends when the connection goes away) and
+/// their scheduling policy.
+///
+/// Why `SCHED_IDLE`: when a ring thread replies, the kernel wakes the caller while the ring
+/// thread still runs, and the scheduler puts a woken task on an idle CPU rather than on a
+/// busy one: the caller moved to the other CPU (an inter-processor interrupt) at every
+/// reply, and its next request went to that CPU's queue. A CPU that runs only `SCHED_IDLE`
+/// tasks counts as idle for that choice, so the caller is woken where it was and preempts
+/// the ring thread: request and reply stay on one CPU (a create+write+fsync+close cycle
+/// 150 → 72 µs, an open+read+close 40 → 19 µs).
+///
+/// The price: a `SCHED_IDLE` thread gets almost no CPU while a normal task keeps its CPU
+/// busy, so a request from a process sharing a CPU with a CPU-bound job would wait. The
+/// threads' run-queue waits are watched ([`Rings::adapt`], every 100 ms): a thread that
+/// waits more than [`STARVED_WAIT`] per time slice switches every ring thread to normal
+/// scheduling, kept until waits are short again for the hold time (doubled each time
+/// contention returns soon after, up to a minute).
+pub struct Rings {
+    pub queues: usize,
+    sched: Mutex<Scheduling>,
+}
+
+struct RingThread {
+    tid: i32,
+    wait_ns: u64,
+    slices: u64,
+}
+
+struct Scheduling {
+    threads: Vec<RingThread>,
+    idle: bool,
+    /// Normal scheduling is kept until then (set while contended).
+    normal_until: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A mean run-queue wait per time slice above this means the ring threads are starved.
+pub const STARVED_WAIT: Duration = Duration::from_millis(1);
+const CONTENDED_HOLD: Duration = Duration::from_secs(2);
+const MAX_HOLD: Duration = Duration::from_secs(60);
+
+fn set_policy(tid: i32, policy: libc::c_int) {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid sched_param; a thread that has ended makes it fail harmlessly.
+    if unsafe { libc::sched_setscheduler(tid, policy, &p) } != 0 {
+        tracing::debug!(
+            tid,
+            "sched_setscheduler: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// (run-queue wait in ns, time slices) of a thread of ours.
+fn schedstat(tid: i32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let mut f = s.split_whitespace().skip(1).map(|x| x.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+impl Rings {
+    /// Whether the ring threads run as `SCHED_IDLE` now.
+    pub fn idle_policy(&self) -> bool {
+        self.sched.lock().idle
+    }
+
+    /// Watches the ring threads' run-queue waits and picks their policy (see [`Rings`]).
+    pub fn adapt(&self) {
+        let mut s = self.sched.lock();
+        let mut starved = false;
+        for t in s.threads.iter_mut() {
+            let Some((wait, slices)) = schedstat(t.tid) else {
+                continue;
+            };
+            let (dw, ds) = (
+                wait.saturating_sub(t.wait_ns),
+                slices.saturating_sub(t.slices),
+            );
+            (t.wait_ns, t.slices) = (wait, slices);
+            let long = STARVED_WAIT.as_nanos() as u64;
+            if (ds > 0 && dw / ds > long) || (ds == 0 && dw > 50 * long) {
+                starved = true;
+            }
+        }
+        let now = Instant::now();
+        if starved {
+            if s.idle {
+                // Contention soon after the last episode ended: hold longer this time.
+                let recent = s.normal_until.is_some_and(|u| now < u + MAX_HOLD);
+                s.backoff = if recent {
+                    (s.backoff * 2).min(MAX_HOLD)
+                } else {
+                    CONTENDED_HOLD
+                };
+                tracing::info!(
+                    hold_s = s.backoff.as_secs(),
+                    "ring threads waited for the CPU: normal scheduling"
+                );
+                for t in &s.threads {
+                    set_policy(t.tid, libc::SCHED_OTHER);
+                }
+                s.idle = false;
+            }
+            s.normal_until = Some(now + s.backoff);
+        } else if !s.idle && s.normal_until.is_none_or(|u| now >= u) {
+            tracing::info!("ring threads back to SCHED_IDLE");
+            for t in &s.threads {
+                set_policy(t.tid, libc::SCHED_IDLE);
+            }
+            s.idle = true;
+        }
+    }
+}
+
+/// Starts the ring: registers every queue's entries and returns once all are registered,
+/// after which the kernel sends requests to the ring. `payload` must be at least the
+/// connection's largest request or reply (`max_write`, `max_pages`).
+pub fn start(fs: Arc<StateliteFs>, dev: Arc<OwnedFd>, payload: usize) -> Result<Rings, RingError> {
+    let queues = possible_cpus();
+    let (tx, rx) = mpsc::channel();
+    for qid in 0..queues {
+        for t in 0..THREADS_PER_QUEUE {
+            let (fs, dev, tx) = (fs.clone(), dev.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name(format!("ring-{qid}.{t}"))
+                .spawn(move || serve(&fs, &dev, qid, payload, tx))
+                .map_err(|source| RingError::Setup { qid, source })?;
+        }
+    }
+    drop(tx);
+    let mut threads = Vec::new();
+    for _ in 0..queues * THREADS_PER_QUEUE {
+        match rx.recv() {
+            Ok(Ok(tid)) => threads.push(RingThread {
+                tid,
+                wait_ns: 0,
+                slices: 0,
+            }),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(RingError::Setup {
+                    qid: 0,
+                    source: std::io::Error::other("a ring thread ended during set-up"),
+                });
+            }
+        }
+    }
+    Ok(Rings {
+        queues,
+        sched: Mutex::new(Scheduling {
+            threads,
+            idle: true,
+            normal_until: None,
+            backoff: CONTENDED_HOLD,
+        }),
+    })
+}
+
+/// One ring thread: register the entry, then serve requests until the connection ends.
+fn serve(
+    fs: &StateliteFs,
+    dev: &OwnedFd,
+    qid: usize,
+    payload_size: usize,
+    ready: mpsc::Sender<Result<i32, RingError>>,
+) {
+    pin_to_cpu(qid);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    set_policy(tid, libc::SCHED_IDLE);
+    let mut header = vec![0u8; abi::HEADER_SIZE].into_boxed_slice();
+    let mut payload = vec![0u8; payload_size].into_boxed_slice();
+    // The kernel keeps these two addresses for the life of the entry: neither buffer moves
+    // (boxed) nor is freed before the ring is (declared after them, dropped first).
+    let iov = Box::new([
+        libc::iovec {
+            iov_base: header.as_mut_ptr().cast(),
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        },
+    ]);
+    let fd = dev.as_raw_fd();
+    let q = qid as u16;
+    let register = fuse_cmd(fd, abi::CMD_REGISTER, q, 0, Some(iov.as_ptr() as u64));
+    let mut ring: IoUring<Entry128, cqueue::Entry> = match IoUring::builder().build(4) {
+        Ok(r) => r,
+        Err(source) => {
+            let _ = ready.send(Err(RingError::Setup { qid, source }));
+            return;
+        }
+    };
+    // SAFETY: the iovecs and buffers outlive the ring (see above).
+    if unsafe { ring.submission().push(&register) }.is_err() {
+        let _ = ready.send(Err(RingError::Setup {
+            qid,
+            source: std::io::Error::other("submission queue full"),
+        }));
+        return;
+    }
+    if let Err(source) = ring.submit() {
+        let _ = ready.send(Err(RingError::Register { qid, source }));
+        return;
+    }
+    // A refused registration completes at once; an accepted one only with a request.
+    if let Some(cqe) = ring.completion().next()
+        && cqe.result() < 0
+    {
+        let source = std::io::Error::from_raw_os_error(-cqe.result());
+        let _ = ready.send(Err(RingError::Register { qid, source }));
+        return;
+    }
+    let _ = ready.send(Ok(tid));
+    drop(ready);
+
+    let mut args = Vec::with_capacity(4096);
+    let mut out = dispatch::Out::new();
+    loop {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(qid, "io_uring wait failed, ring thread ends: {e}");
+                return;
+            }
+        }
+        let Some(cqe) = ring.completion().next() else {
+            continue;
+        };
+        let res = cqe.result();
+        if res < 0 {
+            match -res {
+                // Unmounted or aborted: the connection is gone.
+                libc::ENOTCONN | libc::ECANCELED | libc::ECONNABORTED => return,
+                e => {
+                    tracing::error!(
+                        qid,
+                        "ring entry failed, ring thread ends: {}",
+                        std::io::Error::from_raw_os_error(e)
+                    );
+                    return;
+                }
+            }
+        }
+        let h = abi::InHeader::parse(&header[..abi::IN_HEADER_SIZE]);
+        let commit_id = abi::u64_at(&header, abi::ENT_COMMIT_ID);
+        let psz = (abi::u32_at(&header, abi::ENT_PAYLOAD_SZ) as usize).min(payload.len());
+        let mut op = [0u8; 128];
+        op.copy_from_slice(&header[abi::OP_IN..abi::OP_IN + 128]);
+        if h.opcode == abi::WRITE {
+            // Write data is used in place; the reply is small.
+            dispatch::dispatch(fs, &h, &op, &payload[..psz], None, &mut out);
+        } else {
+            // Names and values are copied out so that the reply may fill the payload.
+            args.clear();
+            args.extend_from_slice(&payload[..psz]);
+            dispatch::dispatch(fs, &h, &op, &args, Some(&mut payload), &mut out);
+        }
+        let len = if out.error != 0 || out.silent {
+            0
+        } else if let Some(n) = out.big_len {
+            n
+        } else {
+            payload[..out.small_len].copy_from_slice(&out.small[..out.small_len]);
+            out.small_len
+        };
+        abi::put_out_header(&mut header, out.error, h.unique);
+        abi::put_u32(&mut header, abi::ENT_PAYLOAD_SZ, len as u32);
+        let commit = fuse_cmd(fd, abi::CMD_COMMIT_AND_FETCH, q, commit_id, None);
+        // SAFETY: the command carries no pointers beyond the registered entry's.
+        if unsafe { ring.submission().push(&commit) }.is_err() {
+            tracing::error!(qid, "ring submission queue full, ring thread ends");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_commands_carry_queue_commit_and_iovec_count() {
+        let e = fuse_cmd(7, abi::CMD_REGISTER, 3, 0, Some(0x1000));
+        let raw: [u8; 128] = unsafe { std::mem::transmute(e) };
+        assert_eq!(raw[0], 46, "IORING_OP_URING_CMD");
+        assert_eq!(i32::from_ne_bytes(raw[4..8].try_into().unwrap()), 7);
+        assert_eq!(
+            u32::from_ne_bytes(raw[8..12].try_into().unwrap()),
+            abi::CMD_REGISTER
+        );
+        assert_eq!(u64::from_ne_bytes(raw[16..24].try_into().unwrap()), 0x1000);
+        assert_eq!(u32::from_ne_bytes(raw[24..28].try_into().unwrap()), 2);
+        assert_eq!(
+            u16::from_ne_bytes(raw[48 + 16..48 + 18].try_into().unwrap()),
+            3
+        );
+        let c = fuse_cmd(7, abi::CMD_COMMIT_AND_FETCH, 1, 99, None);
+        let raw: [u8; 128] = unsafe { std::mem::transmute(c) };
+        assert_eq!(
+            u64::from_ne_bytes(raw[48 + 8..48 + 16].try_into().unwrap()),
+            99
+        );
+        assert_eq!(u32::from_ne_bytes(raw[24..28].try_into().unwrap()), 0);
+    }
+}

@@ -1,0 +1,176 @@
+//! The two ways requests reach the daemon: FUSE over io_uring (the default where the
+//! kernel has it, Linux 6.14+) and `/dev/fuse` (`--no-uring`, and every older kernel).
+//! The whole suite runs over whichever the machine offers; these tests prove which one
+//! served, and that both give the same results for the same real workload.
+
+mod fuse_common;
+
+use std::path::Path;
+
+use fuse_common::{Fixture, snapshot, write};
+
+const RULES: &str = r#""ALL","/tmp/","tmpfs,rw",,
+"ALL","/var/lib/db/","persistent",,
+"#;
+
+fn kernel_has_ring() -> bool {
+    Path::new("/sys/module/fuse/parameters/enable_uring").exists()
+}
+
+fn mounted(extra: &[&str]) -> Fixture {
+    let mut fx = Fixture::new(RULES);
+    write(&fx.p("img/tmp/.keep"), "");
+    write(&fx.p("img/var/lib/db/.keep"), "");
+    write(&fx.p("img/etc/hosts"), "127.0.0.1 localhost\n");
+    write(&fx.p("img/etc/app.conf"), "mode=slow\nlevel=1\n");
+    for i in 0..40 {
+        write(&fx.p(&format!("img/usr/share/doc/pkg{i}/README")), "docs\n");
+    }
+    fx.extra_args.extend(extra.iter().map(|s| s.to_string()));
+    fx.mount();
+    fx
+}
+
+/// Ring threads of the daemon behind `fx` and their context switches so far.
+fn ring_thread_switches(fx: &Fixture) -> Vec<(String, u64)> {
+    let pid = fx.control(r#"{"cmd":"status"}"#)["pid"]
+        .as_u64()
+        .expect("pid");
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if !comm.starts_with("ring-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((comm, n));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
+    if !kernel_has_ring() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let fx = mounted(&[]);
+    assert_eq!(fx.control(r#"{"cmd":"status"}"#)["transport"], "io_uring");
+    let before: u64 = ring_thread_switches(&fx).iter().map(|t| t.1).sum();
+    // New names each time: every stat is a LOOKUP the kernel cannot answer itself.
+    for i in 0..500 {
+        let _ = std::fs::metadata(fx.m(&format!("etc/missing-{i}")));
+    }
+    let threads = ring_thread_switches(&fx);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        threads.len() >= cpus,
+        "one queue per CPU at least: {threads:?}"
+    );
+    let after: u64 = threads.iter().map(|t| t.1).sum();
+    assert!(
+        after >= before + 500,
+        "500 lookups woke the ring threads only {} times",
+        after - before
+    );
+    assert!(fx.op_count("lookup") >= 500);
+}
+
+#[test]
+fn no_uring_keeps_requests_on_dev_fuse() {
+    let fx = mounted(&["--no-uring"]);
+    assert_eq!(fx.control(r#"{"cmd":"status"}"#)["transport"], "/dev/fuse");
+    assert!(ring_thread_switches(&fx).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(fx.m("etc/hosts")).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+}
+
+/// Real programs over every kind of request: copies, in-place edits (rename over), tar,
+/// links, modes, times, xattrs, a fifo, truncation, large files (several 1 MiB requests)
+/// and a directory listed in several chunks.
+const WORKLOAD: &str = r#"
+set -e
+cp -a usr/share/doc tmp/doc
+sed -i 's/slow/fast/' tmp/doc/pkg3/README
+cp etc/app.conf var/lib/db/app.conf
+sed -i 's/level=1/level=2/' var/lib/db/app.conf
+mkdir -p tmp/many
+i=0; while [ $i -lt 600 ]; do echo $i > tmp/many/entry-with-a-long-name-$i; i=$((i+1)); done
+ls tmp/many | wc -l > tmp/count
+tar -C tmp -cf tmp/doc.tar doc
+mkdir tmp/untar && tar -C tmp/untar -xf tmp/doc.tar
+rm tmp/doc.tar
+ln -s ../etc/hosts tmp/link
+ln tmp/count tmp/hard
+chmod 600 tmp/count
+touch -d '2001-02-03 04:05:06' tmp/count
+mkfifo tmp/fifo
+setfattr -n user.color -v blue tmp/count
+getfattr -n user.color --only-values tmp/count > tmp/color
+yes 0123456789abcdef | head -c 3500000 > tmp/big
+cp tmp/big var/lib/db/big
+cmp tmp/big var/lib/db/big
+truncate -s 1000 tmp/big
+mv tmp/doc/pkg1 tmp/doc/moved
+rm -r tmp/doc/pkg2
+rmdir tmp/untar/doc/pkg5 2>/dev/null || rm -r tmp/untar/doc/pkg5
+find tmp var -printf '%p %y %m %s %n %l\n' | sort > tmp/listing
+stat -c '%n %Y' tmp/count >> tmp/listing
+"#;
+
+fn run_workload(extra: &[&str]) -> (Fixture, Vec<(String, u32, Vec<u8>)>) {
+    let fx = mounted(extra);
+    let (ok, out) = fx.sh(WORKLOAD);
+    assert!(ok, "workload failed over {extra:?}: {out}");
+    let mut tree = snapshot(&fx.m("tmp"));
+    tree.extend(snapshot(&fx.m("var/lib/db")));
+    (fx, tree)
+}
+
+#[test]
+fn both_transports_give_the_same_results_for_a_real_workload() {
+    let (_a, over_dev) = run_workload(&["--no-uring"]);
+    let (b, default) = run_workload(&[]);
+    // The no-open mode sends every read and write through the daemon (no passthrough).
+    let (_c, no_open) = run_workload(&["--no-open"]);
+    for (name, other) in [("io_uring", &default), ("no-open", &no_open)] {
+        let paths =
+            |t: &[(String, u32, Vec<u8>)]| t.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(&over_dev),
+            paths(other),
+            "{name}: other paths than /dev/fuse"
+        );
+        for (a, b) in over_dev.iter().zip(other.iter()) {
+            assert_eq!(a.1, b.1, "{name}: mode of {}", a.0);
+            if a.2 != b.2 {
+                let (x, y) = (String::from_utf8_lossy(&a.2), String::from_utf8_lossy(&b.2));
+                let differing: Vec<_> = x
+                    .lines()
+                    .zip(y.lines())
+                    .filter(|(l, r)| l != r)
+                    .take(5)
+                    .collect();
+                panic!(
+                    "{name}: content of {} differs from /dev/fuse's: {differing:?}",
+                    a.0
+                );
+            }
+        }
+    }
+    let count = std::fs::read_to_string(b.m("tmp/count")).unwrap();
+    assert_eq!(count.trim(), "600");
+    assert_eq!(std::fs::read_to_string(b.m("tmp/color")).unwrap(), "blue");
+}

@@ -32,6 +32,10 @@ use crate::rules::{RuleId, RuleSet, Storage, TrieNode};
 use crate::stats::{DeniedLog, Op, Stats};
 use crate::sys::{self, Stat};
 
+/// `O_LARGEFILE` as the kernel sends it in open flags (asm-generic value, x86_64 and
+/// aarch64). The libc crate defines it as 0 for 64-bit programs, as glibc does.
+const KERNEL_O_LARGEFILE: i32 = 0o100000;
+
 /// The largest write (and so ring payload) we negotiate.
 pub const MAX_WRITE: usize = 1 << 20;
 
@@ -210,6 +214,10 @@ pub struct Overlay {
     /// Negative entries the kernel caches in read-only areas, so an image update can
     /// invalidate them. Bounded; the oldest is dropped (and invalidated) when full.
     negatives: Mutex<lru::LruCache<(u64, CString), ()>>,
+    /// Names a LOOKUP just found absent in a writable area, with the `xattr_epoch` of the
+    /// finding: the CREATE (mkdir, mknod, ...) that follows need not search the lower
+    /// layers again (a failed open of the name in the image was an eighth of CREATE).
+    recent_misses: Mutex<lru::LruCache<(u64, CString), u64>>,
     /// Chunks of large read-only files queued for `prefetch`, and those already pushed.
     prefetch_tx: crossbeam::channel::Sender<(u64, u64)>,
     prefetched: Mutex<HashSet<(u64, u64)>>,
@@ -394,6 +402,9 @@ impl Overlay {
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65536).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            recent_misses: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(64).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
             io_fds: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(IO_FDS_MAX).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -1166,6 +1177,16 @@ impl Overlay {
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
     }
 
+    /// Whether a LOOKUP found `name` absent under `parent` since the last image update or
+    /// reload (consumed: one creation per finding). A name that appeared in a store since
+    /// then is refused by the exclusive create itself; the lower layers only change with
+    /// an image update, which bumps the epoch.
+    fn just_found_absent(&self, parent: &Inode, name: &CStr) -> bool {
+        let key = (parent.nodeid, name.to_owned());
+        let found = self.recent_misses.lock().pop(&key);
+        found == Some(self.xattr_epoch.load(Ordering::Relaxed))
+    }
+
     /// Registers `file` for passthrough on this connection.
     fn open_backing(&self, file: BorrowedFd<'_>) -> io::Result<PassthroughId> {
         match self.dev_fuse.get() {
@@ -1188,7 +1209,10 @@ impl Overlay {
         let lazy_flags = Self::open_flags(flags);
         // CREATE made the file read-write: that descriptor serves, unless the caller asked
         // for status flags it lacks (O_APPEND, O_SYNC, ...), which a reopen applies.
-        let plain = lazy_flags & !(libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_TRUNC) == 0;
+        // O_LARGEFILE, which the kernel adds to every open on 64-bit, changes nothing here
+        // (counting it made every create reopen its file through /proc: a fifth of CREATE).
+        let ignored = libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_TRUNC | KERNEL_O_LARGEFILE;
+        let plain = lazy_flags & !ignored == 0;
         let eager: Option<OwnedFd> = if let Some(fd) = created.filter(|_| wants_write && plain) {
             Some(fd)
         } else if wants_write {
@@ -1761,7 +1785,10 @@ impl StateliteFs {
             parent.area.store().is_some() && !parent.has_lower() && parent.epoch == ov.rs().epoch;
         let entering_rule =
             matches!(area, Area::Store { rule: Some(_), .. }) && parent.area.rule() != area.rule();
-        if (!store_only || entering_rule) && ov.resolve(parent, name)?.is_some() {
+        if (!store_only || entering_rule)
+            && !ov.just_found_absent(parent, name)
+            && ov.resolve(parent, name)?.is_some()
+        {
             return Err(Errno::EEXIST);
         }
         // A whiteout at the name (the origin's entry was deleted) is replaced in place.
@@ -1862,6 +1889,11 @@ impl StateliteFs {
                     {
                         let _ = ov.inval_tx.send(old);
                     }
+                } else {
+                    let epoch = ov.xattr_epoch.load(Ordering::Relaxed);
+                    ov.recent_misses
+                        .lock()
+                        .push((parent.nodeid, name.clone()), epoch);
                 }
                 ov.stats.negative_entries.fetch_add(1, Ordering::Relaxed);
                 let attr = FileAttr {

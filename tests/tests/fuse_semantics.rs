@@ -1071,3 +1071,35 @@ fn a_walk_that_stats_what_it_lists_gets_attributes_with_the_listing() {
         "{lookups} lookups for 500 files in 10 directories"
     );
 }
+
+#[test]
+fn a_name_found_absent_before_an_image_update_is_not_created_over_the_image() {
+    let fx = mounted();
+    // A LOOKUP finds the name absent; the CREATE right after need not look again...
+    assert!(fs::metadata(fx.m("tmp/fresh")).is_err());
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(fx.m("tmp/fresh"))
+        .unwrap();
+    // ...unless the image changed in between: the image's new file must not be shadowed
+    // by an exclusive create that believes the name is free.
+    assert!(fs::metadata(fx.m("tmp/late")).is_err());
+    let before = fx.control(r#"{"cmd":"status"}"#)["generation"].clone();
+    write(&fx.p("img/tmp/late"), "from the image\n");
+    fx.imgupdate();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.control(r#"{"cmd":"status"}"#)["generation"] == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "generation never bumped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(fx.m("tmp/late"));
+    assert_eq!(errno_of(r), libc::EEXIST);
+    assert_eq!(read(&fx, "tmp/late"), "from the image\n");
+}

@@ -52,7 +52,7 @@ struct Args {
     #[arg(long)]
     big_mib: Option<u64>,
     /// Modes, comma-separated: native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs
-    /// (also: fuse-nopt = FUSE mode with --no-passthrough, fuse-noopen = FUSE mode with STATELITE_NO_OPEN=1).
+    /// (also: fuse-nopt = FUSE mode with --no-passthrough, fuse-noopen = FUSE mode with STATELITE_NO_OPEN=1, fuse-dev = FUSE mode with --no-uring).
     #[arg(
         long,
         default_value = "native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs"

@@ -24,6 +24,9 @@ pub enum Mode {
     /// FUSE mode in no-open mode (`STATELITE_NO_OPEN=1`: no OPEN/RELEASE/FLUSH round
     /// trips, page cache only, no passthrough; only with `--modes`).
     FuseNoopen,
+    /// FUSE mode over `/dev/fuse` (`--no-uring`), where the kernel has FUSE over io_uring
+    /// (only with `--modes`).
+    FuseDev,
     Overlayfs,
     FuseOverlayfs,
     Mergerfs,
@@ -37,6 +40,7 @@ impl Mode {
             Mode::Fuse => "fuse",
             Mode::FuseNopt => "fuse-nopt",
             Mode::FuseNoopen => "fuse-noopen",
+            Mode::FuseDev => "fuse-dev",
             Mode::Overlayfs => "overlayfs",
             Mode::FuseOverlayfs => "fuse-overlayfs",
             Mode::Mergerfs => "mergerfs",
@@ -49,6 +53,7 @@ impl Mode {
             "fuse" => Mode::Fuse,
             "fuse-nopt" => Mode::FuseNopt,
             "fuse-noopen" => Mode::FuseNoopen,
+            "fuse-dev" => Mode::FuseDev,
             "overlayfs" => Mode::Overlayfs,
             "fuse-overlayfs" => Mode::FuseOverlayfs,
             "mergerfs" => Mode::Mergerfs,
@@ -56,7 +61,10 @@ impl Mode {
         })
     }
     pub fn is_statelite_fuse(self) -> bool {
-        matches!(self, Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen)
+        matches!(
+            self,
+            Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev
+        )
     }
 }
 
@@ -220,7 +228,7 @@ pub fn mount(
                 .env("STATELITE_LOG", "warn"))?;
             view.ready = t0.elapsed();
         }
-        Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen => {
+        Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev => {
             fs::create_dir_all(scratch.join("state")).map_err(io)?;
             fs::create_dir_all(scratch.join("vol")).map_err(io)?;
             let sock = scratch.join("control.sock");
@@ -242,6 +250,9 @@ pub fn mount(
             }
             if mode == Mode::FuseNopt {
                 cmd.arg("--no-passthrough");
+            }
+            if mode == Mode::FuseDev {
+                cmd.arg("--no-uring");
             }
             if mode == Mode::FuseNoopen {
                 cmd.env("STATELITE_NO_OPEN", "1");

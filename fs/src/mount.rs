@@ -44,8 +44,6 @@ pub enum MountError {
 /// A mounted root. `run` serves until the filesystem is unmounted.
 pub struct Mounted {
     pub overlay: Arc<Overlay>,
-    /// The io_uring transport, when the kernel has it.
-    pub rings: Option<Arc<ring::Rings>>,
     session: Session<StateliteFs>,
     mountpoint: PathBuf,
     stop: Arc<AtomicBool>,
@@ -144,23 +142,9 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
         .as_fd()
         .try_clone_to_owned()
         .map_err(MountError::Setup)?;
-    let dev = Arc::new(dev);
-    let _ = overlay.dev_fuse.set(dev.clone());
-    let mut rings = None;
-    if cfg.options.uring {
-        let fs = Arc::new(StateliteFs(overlay.clone()));
-        match ring::enable_in_kernel().and_then(|()| ring::start(fs, dev, MAX_WRITE)) {
-            Ok(r) => {
-                overlay.ring_active.store(true, Ordering::Relaxed);
-                tracing::info!(queues = r.queues, "serving requests over io_uring");
-                rings = Some(Arc::new(r));
-            }
-            Err(e) => tracing::info!("serving requests over /dev/fuse: {e}"),
-        }
-    }
+    let _ = overlay.dev_fuse.set(Arc::new(dev));
     Ok(Mounted {
         overlay,
-        rings,
         session,
         mountpoint: cfg.mountpoint.clone(),
         stop: Arc::new(AtomicBool::new(false)),
@@ -168,14 +152,44 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
 }
 
 impl Mounted {
+    /// FUSE over io_uring, when wanted and the kernel has it; `None` leaves every request
+    /// on `/dev/fuse`.
+    fn start_ring(&self) -> Option<ring::Rings> {
+        let ov = &self.overlay;
+        if !ov.opts.uring {
+            return None;
+        }
+        let dev = ov.dev_fuse.get()?.clone();
+        let fs = Arc::new(StateliteFs(ov.clone()));
+        let t0 = std::time::Instant::now();
+        match ring::enable_in_kernel().and_then(|()| ring::start(fs, dev, MAX_WRITE)) {
+            Ok(r) => {
+                ov.ring_active.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    queues = r.queues,
+                    setup_us = t0.elapsed().as_micros() as u64,
+                    "serving requests over io_uring"
+                );
+                Some(r)
+            }
+            Err(e) => {
+                tracing::info!("serving requests over /dev/fuse: {e}");
+                None
+            }
+        }
+    }
+
     /// Serves requests until unmounted; the generation watcher runs alongside.
     pub fn run(self, generation_interval: Duration) -> std::io::Result<()> {
+        // The ring serves requests as soon as it is registered, so it starts here, once the
+        // caller has installed the rules (as fuser's session loop below does).
+        let rings = self.start_ring().map(Arc::new);
         let ov = self.overlay.clone();
         let stop = self.stop.clone();
-        let rings = self.rings.clone();
+        let watched = rings.clone();
         let watcher = std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || watch_generation(&ov, rings.as_deref(), generation_interval, &stop))?;
+            .spawn(move || watch_generation(&ov, watched.as_deref(), generation_interval, &stop))?;
         // fuser unmounts the mount point *path* when its mount handle is dropped at the end
         // of the session. By then the kernel has already dropped our mount (that is why the
         // session ended), and the path may hold a new mount of the same root (a quick

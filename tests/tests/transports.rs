@@ -65,7 +65,16 @@ fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
         return;
     }
     let fx = mounted(&[]);
-    assert_eq!(fx.control(r#"{"cmd":"status"}"#)["transport"], "io_uring");
+    // The ring comes up right after the root is reported ready (/dev/fuse serves until then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while fx.control(r#"{"cmd":"status"}"#)["transport"] != "io_uring" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ring never came up: {}",
+            fx.control(r#"{"cmd":"status"}"#)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let before: u64 = ring_thread_switches(&fx).iter().map(|t| t.1).sum();
     // New names each time: every stat is a LOOKUP the kernel cannot answer itself.
     for i in 0..500 {
@@ -89,6 +98,7 @@ fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
 #[test]
 fn no_uring_keeps_requests_on_dev_fuse() {
     let fx = mounted(&["--no-uring"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(fx.control(r#"{"cmd":"status"}"#)["transport"], "/dev/fuse");
     assert!(ring_thread_switches(&fx).is_empty());
     assert_eq!(

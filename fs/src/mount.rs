@@ -12,7 +12,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::layers::{GENERATION_FILE, LayerPaths, LayerStack};
-use crate::overlay::{MAX_WRITE, Overlay, OverlayOptions, StateliteFs};
+use crate::overlay::{INIT_READ_AHEAD_KB, MAX_WRITE, Overlay, OverlayOptions, StateliteFs};
 use crate::ring;
 use crate::rules::RuleSet;
 use crate::sys;
@@ -45,7 +45,8 @@ pub enum MountError {
 pub struct Mounted {
     pub overlay: Arc<Overlay>,
     session: Session<StateliteFs>,
-    mountpoint: PathBuf,
+    /// The mount's device number (`major`, `minor`), found right after mounting.
+    device: Result<(u32, u32), String>,
     stop: Arc<AtomicBool>,
 }
 
@@ -130,6 +131,9 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     config.acl = SessionACL::All;
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
+    // The kernel names the mount point canonically in mountinfo (where the readahead
+    // set-up finds the mount); resolved now, as afterwards it would be a request to us.
+    let mountpoint = std::fs::canonicalize(&cfg.mountpoint).unwrap_or(cfg.mountpoint.clone());
     let session =
         Session::new(StateliteFs(overlay.clone()), &cfg.mountpoint, &config).map_err(|source| {
             MountError::Mount {
@@ -137,6 +141,9 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
                 source,
             }
         })?;
+    // Our mount is the newest on its path only now: later (after a quick remount) the path
+    // may hold another daemon's root.
+    let device = fuse_device_of(&mountpoint).map_err(|e| e.to_string());
     *overlay.notifier.write() = Some(session.notifier());
     let dev = session
         .as_fd()
@@ -146,7 +153,7 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     Ok(Mounted {
         overlay,
         session,
-        mountpoint: cfg.mountpoint.clone(),
+        device,
         stop: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -200,7 +207,11 @@ impl Mounted {
         let mut bg = self.session.spawn()?;
         let session = std::mem::replace(&mut bg.guard, std::thread::spawn(|| Ok(())));
         std::mem::forget(bg);
-        widen_readahead(&self.mountpoint, self.overlay.opts.read_ahead_kb);
+        // On its own thread: it waits for the INIT reply, and must never hold up the exit.
+        let (device, kb) = (self.device.clone(), self.overlay.opts.read_ahead_kb);
+        let _ = std::thread::Builder::new()
+            .name("readahead".into())
+            .spawn(move || widen_readahead(&device, kb));
         let r = session
             .join()
             .map_err(|_| std::io::Error::other("the FUSE session thread panicked"))
@@ -216,31 +227,105 @@ impl Mounted {
 /// files in no-open mode) then reaches us as one 128 KiB READ per window: a cold 1 GiB
 /// sequential read ran at half the disk's speed in no-open mode (benches/RESULTS.md, run
 /// 6). A wider window keeps several READs of up to 1 MiB (`max_pages`) in flight. The
-/// window belongs to the mount's BDI, set through sysfs once INIT has been answered: the
-/// forced GETATTR below waits for INIT like any request does, and gives the device number.
-/// Best effort: without sysfs (an initramfs that did not mount it) the node only reads
-/// large files slower.
-fn widen_readahead(mountpoint: &Path, kb: u32) {
+/// window belongs to the mount's BDI, set through sysfs once the INIT reply has been
+/// applied (it would lower an earlier write again).
+///
+/// Nothing here touches the mount itself: the device number comes from mountinfo, and the
+/// INIT reply is seen applied when the window reads [`INIT_READ_AHEAD_KB`]. (A statx of the
+/// mount point, as before, held a reference to the mount while it waited for our own
+/// answer: a daemon stopped then, e.g. by SIGSTOP, made `umount` of its root fail with
+/// EBUSY.) Best effort: without /proc or sysfs (an initramfs that did not mount them) the
+/// node only reads large files slower.
+fn widen_readahead(device: &Result<(u32, u32), String>, kb: u32) {
     if kb == 0 {
         return;
     }
-    let stx = sys::cstr(mountpoint.as_os_str())
-        .and_then(|path| sys::statx_sync(libc::AT_FDCWD, &path, 0));
-    let dev = match stx {
-        Ok(stx) => (stx.stx_dev_major, stx.stx_dev_minor),
+    let (major, minor) = match device {
+        Ok(dev) => *dev,
         Err(e) => {
-            tracing::warn!(
-                "readahead left at the default: stat {}: {e}",
-                mountpoint.display()
-            );
+            tracing::warn!("readahead left at the default: {e}");
             return;
         }
     };
-    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev.0, dev.1);
-    match std::fs::write(&knob, kb.to_string()) {
-        Ok(()) => tracing::debug!(knob, kb, "readahead window set"),
-        Err(e) => tracing::warn!("readahead left at the default: {knob}: {e}"),
+    let knob = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"));
+    let read =
+        |knob: &Path| -> Option<u32> { std::fs::read_to_string(knob).ok()?.trim().parse().ok() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match read(&knob) {
+            Some(now) if now <= INIT_READ_AHEAD_KB => break,
+            Some(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            other => {
+                tracing::warn!(
+                    knob = %knob.display(),
+                    "readahead left at the default: {}",
+                    if other.is_some() { "the INIT reply was not seen applied" } else { "cannot read the window" }
+                );
+                return;
+            }
+        }
     }
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(knob = %knob.display(), kb, "readahead window set"),
+        Err(e) => tracing::warn!("readahead left at the default: {}: {e}", knob.display()),
+    }
+}
+
+/// The device number of the newest FUSE mount on `mountpoint` (an absolute path without
+/// symlinks), from `/proc/self/mountinfo`.
+fn fuse_device_of(mountpoint: &Path) -> std::io::Result<(u32, u32)> {
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    mountinfo_device(&info, mountpoint.as_os_str().as_encoded_bytes()).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "no FUSE mount on {} in /proc/self/mountinfo",
+            mountpoint.display()
+        ))
+    })
+}
+
+/// Finds the last line of `info` (mountinfo format) for a `fuse*` filesystem mounted on
+/// `target`, and returns its `major:minor`.
+fn mountinfo_device(info: &[u8], target: &[u8]) -> Option<(u32, u32)> {
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = std::str::from_utf8(line).ok()?;
+            let (mount, fs) = line.split_once(" - ")?;
+            let fields: Vec<&str> = mount.split(' ').collect();
+            let (dev, point) = (fields.get(2)?, fields.get(4)?);
+            if !fs.split(' ').next()?.starts_with("fuse") || unescape_octal(point) != target {
+                return None;
+            }
+            let (major, minor) = dev.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .next_back()
+}
+
+/// Undoes mountinfo's `\ooo` escapes (space, tab, newline and backslash in paths).
+fn unescape_octal(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match code {
+            Some(c) if b[i] == b'\\' => {
+                out.push(c);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn watch_generation(
@@ -288,4 +373,29 @@ pub fn unmount(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_fuse_mount_on_the_path_gives_the_device() {
+        let info = b"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+            90 22 0:61 / /srv/node\\040a rw,nosuid - fuse.statelite statelite rw,user_id=0\n\
+            91 22 0:70 / /srv/node rw - tmpfs tmpfs rw\n\
+            95 90 0:75 / /srv/node\\040a rw - fuse.statelite statelite rw\n";
+        assert_eq!(mountinfo_device(info, b"/srv/node a"), Some((0, 75)));
+        // Not a FUSE mount, or no mount at all.
+        assert_eq!(mountinfo_device(info, b"/srv/node"), None);
+        assert_eq!(mountinfo_device(info, b"/srv"), None);
+        assert_eq!(mountinfo_device(b"garbage\n\n- -\n", b"/"), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_octal(r"/a\040b\011c\134d"), b"/a b\tc\\d");
+        // A backslash not followed by three octal digits stays as it is.
+        assert_eq!(unescape_octal(r"/x\9\04"), br"/x\9\04");
+    }
 }

@@ -39,6 +39,10 @@ const KERNEL_O_LARGEFILE: i32 = 0o100000;
 /// The largest write (and so ring payload) we negotiate.
 pub const MAX_WRITE: usize = 1 << 20;
 
+/// The readahead window (KiB) the INIT reply asks for: below the kernel's 128 KiB default,
+/// so that the window reading this value shows the reply has been applied.
+pub const INIT_READ_AHEAD_KB: u32 = 124;
+
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct OverlayOptions {
@@ -2989,7 +2993,10 @@ impl Filesystem for StateliteFs {
         {
             self.0.passthrough_active.store(true, Ordering::Relaxed);
         }
-        let _ = config.set_max_readahead(1 << 20);
+        // INIT can only lower the mount's readahead window (to this value), and a wider one
+        // is set through sysfs afterwards (`mount::widen_readahead`). A value just below the
+        // kernel's 128 KiB default tells from sysfs alone that this reply has been applied.
+        let _ = config.set_max_readahead(INIT_READ_AHEAD_KB * 1024);
         // The kernel splits writes at `max_pages` (1 MiB) anyway; a ring entry's payload
         // buffer must hold the largest request, which the kernel sizes by `max_write`.
         let _ = config.set_max_write(MAX_WRITE as u32);

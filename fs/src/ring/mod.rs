@@ -62,6 +62,20 @@ pub fn enable_in_kernel() -> Result<(), RingError> {
     }
 }
 
+/// Test hook: `STATELITE_TEST_RING_REGISTER_DELAY_MS` makes each ring thread wait that long
+/// between registering its entry and looking for its first completion, which widens the
+/// window in which a request reaches a just-registered entry (`tests/tests/transports.rs`).
+fn test_register_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("STATELITE_TEST_RING_REGISTER_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+    })
+}
+
 /// How many queues the kernel makes: one per possible CPU.
 fn possible_cpus() -> usize {
     let parse = |s: &str| -> Option<usize> {
@@ -328,30 +342,44 @@ fn serve(
         let _ = ready.send(Err(RingError::Register { qid, source }));
         return;
     }
-    // A refused registration completes at once; an accepted one only with a request.
-    if let Some(cqe) = ring.completion().next()
-        && cqe.result() < 0
-    {
-        let source = std::io::Error::from_raw_os_error(-cqe.result());
-        let _ = ready.send(Err(RingError::Register { qid, source }));
-        return;
+    if let Some(delay) = test_register_delay() {
+        std::thread::sleep(delay);
     }
+    // A refused registration completes at once. An accepted one completes with a request,
+    // which may already be here: the kernel switches to the ring as soon as every queue has
+    // an entry, and a request made in that instant goes to the entry just registered. It is
+    // served below (dropping it left the entry taken for good and the caller waiting
+    // forever: a request made right after mounting hung).
+    let mut early = match ring.completion().next() {
+        Some(cqe) if cqe.result() < 0 => {
+            let source = std::io::Error::from_raw_os_error(-cqe.result());
+            let _ = ready.send(Err(RingError::Register { qid, source }));
+            return;
+        }
+        other => other,
+    };
     let _ = ready.send(Ok(tid));
     drop(ready);
 
     let mut args = Vec::with_capacity(4096);
     let mut out = dispatch::Out::new();
     loop {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => {
-                tracing::error!(qid, "io_uring wait failed, ring thread ends: {e}");
-                return;
+        let cqe = match early.take() {
+            Some(cqe) => cqe,
+            None => {
+                match ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!(qid, "io_uring wait failed, ring thread ends: {e}");
+                        return;
+                    }
+                }
+                let Some(cqe) = ring.completion().next() else {
+                    continue;
+                };
+                cqe
             }
-        }
-        let Some(cqe) = ring.completion().next() else {
-            continue;
         };
         let res = cqe.result();
         if res < 0 {

@@ -95,6 +95,67 @@ fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
     assert!(fx.op_count("lookup") >= 500);
 }
 
+/// The kernel switches to the ring as soon as every queue has an entry, so a request made
+/// while the ring threads are still registering can reach an entry whose thread has not yet
+/// looked for its first completion. Such a request must be served: it used to be taken for
+/// a registration result and dropped, and its caller (a `chdir` right after mounting, in a
+/// test) waited forever. The daemon's test hook widens that window to 300 ms.
+#[test]
+fn requests_made_while_the_ring_registers_are_served() {
+    if !kernel_has_ring() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let mut fx = Fixture::new(RULES);
+    write(&fx.p("img/etc/hosts"), "127.0.0.1 localhost\n");
+    write(&fx.p("img/tmp/.keep"), "");
+    write(&fx.p("img/var/lib/db/.keep"), "");
+    fx.envs
+        .push(("STATELITE_TEST_RING_REGISTER_DELAY_MS".into(), "300".into()));
+    // Returns once the root is ready, before the ring threads register.
+    fx.mount();
+    // Requests from every CPU through the registration window and after it; each must be
+    // answered (a lost one makes its reader wait for good: killed after 20 s).
+    let hosts = fx.m("etc/hosts");
+    let script = format!(
+        "for cpu in $(seq 0 $(($(nproc) - 1))); do \
+           taskset -c $cpu sh -c 'for i in $(seq 300); do cat {h} >/dev/null || exit 1; \
+             stat {h}.$i >/dev/null 2>&1; done' & \
+         done; wait",
+        h = hosts.display()
+    );
+    let daemon = fx.control(r#"{"cmd":"status"}"#)["pid"]
+        .as_i64()
+        .expect("pid") as i32;
+    let t0 = std::time::Instant::now();
+    let mut readers = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .expect("sh");
+    let st = loop {
+        if let Some(st) = readers.try_wait().expect("wait") {
+            break st;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            // A request delivered to the daemon is waited for even by a killed caller;
+            // only the connection's end frees the readers.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = readers.wait();
+            panic!("a request made while the ring registered was never answered (20 s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(st.success(), "readers failed: {st}");
+    assert_eq!(fx.control(r#"{"cmd":"status"}"#)["transport"], "io_uring");
+    assert_eq!(
+        std::fs::read_to_string(&hosts).expect("hosts"),
+        "127.0.0.1 localhost\n"
+    );
+}
+
 #[test]
 fn no_uring_keeps_requests_on_dev_fuse() {
     let fx = mounted(&["--no-uring"]);
@@ -136,7 +197,7 @@ truncate -s 1000 tmp/big
 mv tmp/doc/pkg1 tmp/doc/moved
 rm -r tmp/doc/pkg2
 rmdir tmp/untar/doc/pkg5 2>/dev/null || rm -r tmp/untar/doc/pkg5
-find tmp var -printf '%p %y %m %s %n %l\n' | sort > tmp/listing
+find tmp var ! -path tmp/listing -printf '%p %y %m %s %n %l\n' | sort > tmp/listing
 stat -c '%n %Y' tmp/count >> tmp/listing
 "#;
 

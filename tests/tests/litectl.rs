@@ -381,19 +381,17 @@ fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
 /// and a new daemon mounts the same path, must not unmount the new root when it ends.
 #[test]
 fn an_exiting_daemon_leaves_a_new_mount_on_its_path_alone() {
-    use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let old = mounted();
     let old_pid = old.control(r#"{"cmd":"status"}"#)["pid"].as_u64().unwrap();
-    let pid = Pid::from_raw(old_pid as i32);
-    kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = fuse_common::Stopped::new(Pid::from_raw(old_pid as i32));
     // The kernel unmounts without the (stopped) daemon (umount(8) would stat the path
     // first and wait for it).
     nix::mount::umount2(&old.p("mnt"), nix::mount::MntFlags::empty()).unwrap();
     // A new daemon on the same mount point.
     let ctl2 = old.p("control2.sock");
     let out = mount_root(&old, &old.p("vol"), &ctl2, &old.p("mnt"));
-    kill(pid, Signal::SIGCONT).unwrap();
+    drop(stopped);
     assert!(
         out.status.success(),
         "{}",

@@ -11,7 +11,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fuse_common::{Fixture, write};
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use statelite_mountd::shutdown_guard;
 
@@ -35,7 +34,7 @@ fn daemon_pid(fx: &Fixture) -> Pid {
 fn answers_while_stopped(root: &Path, pid: Pid, wait: Duration) -> bool {
     let (tx, rx) = mpsc::channel();
     let root: PathBuf = root.to_path_buf();
-    kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = fuse_common::Stopped::new(pid);
     // Let the stop take effect on every thread before looking anything up.
     std::thread::sleep(Duration::from_millis(100));
     let t = std::thread::spawn(move || {
@@ -48,7 +47,7 @@ fn answers_while_stopped(root: &Path, pid: Pid, wait: Duration) -> bool {
         let _ = tx.send(exists);
     });
     let answered = rx.recv_timeout(wait);
-    kill(pid, Signal::SIGCONT).unwrap();
+    drop(stopped);
     t.join().unwrap();
     matches!(answered, Ok(false))
 }

@@ -237,3 +237,21 @@ pub fn snapshot(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A daemon stopped with SIGSTOP, continued when this is dropped: a test that fails while
+/// it holds a daemon stopped does not leave it so (its mount would make `sync` and
+/// `drop_caches` in every later test wait for good).
+pub struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    pub fn new(pid: nix::unistd::Pid) -> Stopped {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}

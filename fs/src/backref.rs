@@ -113,8 +113,9 @@ fn handle_of(fd: BorrowedFd<'_>) -> Option<(Box<[u8]>, i32)> {
     };
     unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), &mut out as *mut _ as *mut u8, hdr) };
     let len = hdr + (out.handle_bytes as usize).min(MAX_HANDLE_SZ);
-    buf.truncate(len);
-    Some((buf.into_boxed_slice(), mount_id))
+    // A copy of the exact size: shrinking the buffer in place left a ~100-byte hole beside
+    // every long-lived handle (the daemon keeps one per inode).
+    Some((Box::from(&buf[..len]), mount_id))
 }
 
 fn open_by_handle(root: &MountRoot, handle: &[u8]) -> std::io::Result<OwnedFd> {

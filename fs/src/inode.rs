@@ -24,6 +24,10 @@ pub type SharedBacking = (std::sync::Weak<crate::reply::PassthroughId>, (u64, u6
 /// How an inode's open files do I/O. The kernel allows one mode at a time per inode:
 /// page-cache opens and passthrough opens must not coexist, and all passthrough opens share
 /// one backing file.
+///
+/// Only inodes with open files (or whose state must outlive them) carry one: it lives in a
+/// box allocated at the first open and freed when nothing is left in it, so the inodes of a
+/// walk (most of the table) do not pay for it.
 #[derive(Debug, Default)]
 pub struct IoState {
     pub backing: Option<SharedBacking>,
@@ -32,6 +36,21 @@ pub struct IoState {
     /// A passthrough open wrote to the backing file: the kernel's page cache for this inode
     /// may be stale, so the next page-cache open must not keep it.
     pub written_behind_cache: bool,
+    /// The descriptor for handle-less I/O (no-open mode), if one is open.
+    pub iofd: Option<IoFd>,
+}
+
+impl IoState {
+    /// Nothing in use and nothing to remember: the box can go.
+    fn is_idle(&self) -> bool {
+        self.cached_opens == 0
+            && !self.written_behind_cache
+            && self.iofd.is_none()
+            && self
+                .backing
+                .as_ref()
+                .is_none_or(|(b, _)| b.strong_count() == 0)
+    }
 }
 
 /// The descriptor I/O without a file handle goes through (the kernel's no-open mode: reads
@@ -125,11 +144,10 @@ pub struct Inode {
     /// valid while the overlay's xattr epoch is still `epoch` (0: nothing known).
     xattrs_absent: AtomicU64,
     /// Keys this inode is registered under in the table's identity map.
-    keys: Mutex<Vec<(u64, u64)>>,
-    /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]).
-    pub io: Mutex<IoState>,
-    /// The descriptor for handle-less I/O (no-open mode), if one is open.
-    pub iofd: Mutex<Option<IoFd>>,
+    keys: Mutex<IdentityKeys>,
+    /// The I/O mode of this inode's open files (kernel rules, see [`IoState`]), while it has
+    /// any.
+    io: Mutex<Option<Box<IoState>>>,
 }
 
 /// Extended attributes whose absence an inode remembers. The kernel asks for each on every
@@ -181,6 +199,43 @@ impl Inode {
     /// Forgets what was remembered (an xattr is being set or removed).
     pub fn forget_xattrs(&self) {
         self.xattrs_absent.store(0, Ordering::Relaxed);
+    }
+
+    /// The I/O state, made now if the inode had none.
+    pub fn io_state(&self) -> parking_lot::MappedMutexGuard<'_, IoState> {
+        parking_lot::MutexGuard::map(self.io.lock(), |io| &mut **io.get_or_insert_default())
+    }
+
+    /// The handle-less I/O descriptor, if one is open and (for `write`) writable.
+    pub fn cached_io_fd(&self, write: bool) -> Option<Arc<OwnedFd>> {
+        let io = self.io.lock();
+        let iofd = io.as_ref()?.iofd.as_ref()?;
+        (iofd.writable || !write).then(|| iofd.fd.clone())
+    }
+
+    /// Closes the handle-less I/O descriptor (its object is no longer the inode's, or it is
+    /// evicted) and frees the I/O state if nothing else is in it.
+    pub fn clear_io_fd(&self) {
+        let mut io = self.io.lock();
+        if let Some(state) = io.as_mut() {
+            state.iofd = None;
+        }
+        Self::free_if_idle(&mut io);
+    }
+
+    /// An open file of this inode was closed.
+    pub fn release_io(&self, cached: bool) {
+        let mut io = self.io.lock();
+        if cached && let Some(state) = io.as_mut() {
+            state.cached_opens = state.cached_opens.saturating_sub(1);
+        }
+        Self::free_if_idle(&mut io);
+    }
+
+    fn free_if_idle(io: &mut Option<Box<IoState>>) {
+        if io.as_ref().is_some_and(|s| s.is_idle()) {
+            *io = None;
+        }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -251,12 +306,53 @@ impl Inode {
     }
 }
 
+/// The backing identities `(st_dev, st_ino)` an inode is registered under: its origin's,
+/// and its store copy's once copied up. Held inline (a vector was one more allocation per
+/// inode); inode number 0, which no object has, marks an empty slot.
+#[derive(Debug)]
+struct IdentityKeys([(u64, u64); 2]);
+
+impl IdentityKeys {
+    const EMPTY: (u64, u64) = (0, 0);
+
+    fn new(first: Option<(u64, u64)>) -> IdentityKeys {
+        IdentityKeys([first.unwrap_or(Self::EMPTY), Self::EMPTY])
+    }
+
+    /// Adds `key`; returns the key it displaced when both slots were taken (the older
+    /// store copy's).
+    fn add(&mut self, key: (u64, u64)) -> Option<(u64, u64)> {
+        if self.0.contains(&key) {
+            return None;
+        }
+        match self.0.iter_mut().find(|k| k.1 == 0) {
+            Some(slot) => {
+                *slot = key;
+                None
+            }
+            None => Some(std::mem::replace(&mut self.0[1], key)),
+        }
+    }
+
+    fn holds(&self, key: (u64, u64)) -> bool {
+        key.1 != 0 && self.0.contains(&key)
+    }
+
+    /// Empties the slots, returning the keys they held.
+    fn take(&mut self) -> impl Iterator<Item = (u64, u64)> + use<> {
+        std::mem::replace(&mut self.0, [Self::EMPTY; 2])
+            .into_iter()
+            .filter(|k| k.1 != 0)
+    }
+}
+
 /// All inodes the kernel holds references to.
 #[derive(Debug)]
 pub struct InodeTable {
     by_id: RwLock<HashMap<u64, Arc<Inode>>>,
     /// (st_dev, st_ino) of a backing object -> node id: hard links and repeated lookups of
-    /// one object share one inode.
+    /// one object share one inode. Only for keys whose inode number is not the node id
+    /// (see `find_identity`).
     by_identity: Mutex<HashMap<(u64, u64), u64>>,
     next: AtomicU64,
     tick: AtomicU64,
@@ -333,9 +429,8 @@ impl InodeTable {
             size_hint: std::sync::atomic::AtomicI64::new(0),
             ctime_hint: std::sync::atomic::AtomicI64::new(0),
             xattrs_absent: AtomicU64::new(0),
-            keys: Mutex::new(new.identity.into_iter().collect()),
-            io: Mutex::new(IoState::default()),
-            iofd: Mutex::new(None),
+            keys: Mutex::new(IdentityKeys::new(new.identity)),
+            io: Mutex::new(None),
         }
     }
 
@@ -396,8 +491,7 @@ impl InodeTable {
     fn lookup_or_insert_inner(&self, new: NewInode) -> Arc<Inode> {
         let mut ids = self.by_identity.lock();
         if let Some(key) = new.identity
-            && let Some(&id) = ids.get(&key)
-            && let Some(existing) = self.by_id.read().get(&id).cloned()
+            && let Some(existing) = self.find_identity(&ids, key)
             && existing.area == new.area
             && existing.epoch == new.epoch
             && existing.kind == new.kind
@@ -433,10 +527,31 @@ impl InodeTable {
             .last_used
             .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         if let Some(key) = identity {
-            ids.insert(key, nodeid);
+            Self::register(&mut ids, key, nodeid);
         }
         self.by_id.write().insert(nodeid, inode.clone());
         inode
+    }
+
+    /// The inode registered under backing identity `key`. Most inodes' node id is their
+    /// origin's inode number, so they are found by node id (and checked to hold `key`)
+    /// without an entry in the identity map: that map only holds the other keys (node ids
+    /// from the clash range, store copies), which saved ~40 bytes per inode.
+    fn find_identity(&self, ids: &HashMap<(u64, u64), u64>, key: (u64, u64)) -> Option<Arc<Inode>> {
+        let by_id = self.by_id.read();
+        if let Some(inode) = by_id.get(&key.1)
+            && inode.keys.lock().holds(key)
+        {
+            return Some(inode.clone());
+        }
+        by_id.get(ids.get(&key)?).cloned()
+    }
+
+    /// Records that `key` leads to `nodeid` (see `find_identity`).
+    fn register(ids: &mut HashMap<(u64, u64), u64>, key: (u64, u64), nodeid: u64) {
+        if key.1 != 0 && key.1 != nodeid {
+            ids.insert(key, nodeid);
+        }
     }
 
     /// The `n` least recently looked-up inodes (never the root), oldest first: the ones to
@@ -461,14 +576,18 @@ impl InodeTable {
 
     /// Registers another backing identity for an inode (its store copy after copy-up).
     pub fn add_identity(&self, inode: &Inode, key: (u64, u64)) {
-        self.by_identity.lock().insert(key, inode.nodeid);
-        inode.keys.lock().push(key);
+        let mut ids = self.by_identity.lock();
+        Self::register(&mut ids, key, inode.nodeid);
+        if let Some(old) = inode.keys.lock().add(key)
+            && ids.get(&old) == Some(&inode.nodeid)
+        {
+            ids.remove(&old);
+        }
     }
 
     /// The inode registered for a backing object, if any.
     pub fn by_identity(&self, key: (u64, u64)) -> Option<Arc<Inode>> {
-        let id = *self.by_identity.lock().get(&key)?;
-        self.get(id)
+        self.find_identity(&self.by_identity.lock(), key)
     }
 
     /// Stops sharing `inode` with later lookups (its object was deleted: a new object
@@ -476,7 +595,7 @@ impl InodeTable {
     /// stay valid until it forgets them.
     pub fn unregister(&self, inode: &Inode) {
         let mut ids = self.by_identity.lock();
-        for key in inode.keys.lock().drain(..) {
+        for key in inode.keys.lock().take() {
             if ids.get(&key) == Some(&inode.nodeid) {
                 ids.remove(&key);
             }
@@ -499,7 +618,7 @@ impl InodeTable {
             })
             .unwrap_or(0);
         if prev <= n {
-            for key in inode.keys.lock().drain(..) {
+            for key in inode.keys.lock().take() {
                 if ids.get(&key) == Some(&nodeid) {
                     ids.remove(&key);
                 }
@@ -538,6 +657,64 @@ mod tests {
             backing: Backing::default(),
             identity: Some((1, st_ino)),
         }
+    }
+
+    #[test]
+    fn an_inode_fits_its_memory_budget() {
+        // The daemon's inode bound (`--max-inodes`) is sized from this: the kernel may hold
+        // that many inodes, and a 1,000,000-file walk must stay under 64 MiB of RSS.
+        eprintln!("Inode: {} bytes", std::mem::size_of::<Inode>());
+        assert!(std::mem::size_of::<Inode>() <= 296);
+    }
+
+    #[test]
+    fn one_object_looked_up_again_shares_its_inode_and_a_deleted_one_does_not() {
+        let t = InodeTable::new();
+        let root = t.insert_root(new(1, libc::S_IFDIR, None));
+        let a = t.lookup_or_insert(new(10, libc::S_IFREG, Some(root.clone())));
+        assert_eq!(a.nodeid, 10, "node id = origin inode number");
+        assert!(
+            t.by_identity.lock().is_empty(),
+            "found by node id, no map entry"
+        );
+        // A hard link (same object, other name) gets the same inode.
+        let b = t.lookup_or_insert(new(10, libc::S_IFREG, Some(root.clone())));
+        assert!(Arc::ptr_eq(&a, &b));
+        // Same inode number on another filesystem: another object, a clash-range node id
+        // that is found through the map.
+        let mut other = new(10, libc::S_IFREG, Some(root.clone()));
+        other.identity = Some((2, 10));
+        let c = t.lookup_or_insert(other);
+        assert_ne!(c.nodeid, 10);
+        assert_eq!(t.by_identity((2, 10)).map(|i| i.nodeid), Some(c.nodeid));
+        assert_eq!(t.by_identity((1, 10)).map(|i| i.nodeid), Some(10));
+        // A store copy's identity leads to the inode too.
+        t.add_identity(&a, (3, 77));
+        assert_eq!(t.by_identity((3, 77)).map(|i| i.nodeid), Some(10));
+        // Deleted: a new object reusing the number gets a fresh inode.
+        t.unregister(&a);
+        assert!(t.by_identity((1, 10)).is_none());
+        assert!(t.by_identity((3, 77)).is_none());
+        let d = t.lookup_or_insert(new(10, libc::S_IFREG, Some(root.clone())));
+        assert!(!Arc::ptr_eq(&a, &d));
+        // Forgetting every reference removes the inode and its map entries.
+        t.forget(c.nodeid, 1);
+        assert!(t.get(c.nodeid).is_none());
+        // Left in the map: the new object, whose number is still the old inode's node id.
+        assert_eq!(t.by_identity((1, 10)).map(|i| i.nodeid), Some(d.nodeid));
+        assert_eq!(t.by_identity.lock().len(), 1);
+    }
+
+    #[test]
+    fn identity_keys_hold_the_origin_and_the_store_copy() {
+        let mut k = IdentityKeys::new(Some((1, 10)));
+        assert_eq!(k.add((2, 20)), None);
+        assert_eq!(k.add((2, 20)), None, "already there");
+        // A second store copy displaces the first.
+        assert_eq!(k.add((2, 30)), Some((2, 20)));
+        assert_eq!(k.take().collect::<Vec<_>>(), vec![(1, 10), (2, 30)]);
+        assert_eq!(k.take().count(), 0);
+        assert_eq!(IdentityKeys::new(None).take().count(), 0);
     }
 
     #[test]

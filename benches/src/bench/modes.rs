@@ -162,6 +162,25 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Starts a daemon in a session of its own, as on a node (statelite-mountd daemonises with
+/// `setsid`; so do the peers without `-f`). The scheduler groups tasks by session
+/// (autogroup), so a daemon left in the harness's session shared one CPU share with the
+/// processes being measured: exec over the ring ran at 727 µs in the caller's session
+/// against 665 µs in its own (native 634 µs). Terminal signals (Ctrl-C) still reach only the
+/// harness, which stops the daemons by pid.
+fn own_session(cmd: &mut Command) {
+    // SAFETY: between fork and exec only setsid runs, which is async-signal-safe and
+    // touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Mounts `mode` over the image. `litefile`/`lite` override the defaults (mount-to-ready
 /// with the 2,000-entry litefile).
 pub fn mount(
@@ -262,8 +281,8 @@ pub fn mount(
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .process_group(0);
+                .stderr(Stdio::piped());
+            own_session(&mut cmd);
             let mut child = cmd
                 .spawn()
                 .map_err(|e| format!("{}: {e}", env.mountd.display()))?;
@@ -350,8 +369,8 @@ pub fn mount(
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(
                     fs::File::create(scratch.join("daemon.log")).map_err(io)?,
-                ))
-                .process_group(0);
+                ));
+            own_session(&mut cmd);
             let child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
             view.mount_token = Some(guard::register_mount(&mp, None));
             let tok = guard::register_proc(child, mode.name());

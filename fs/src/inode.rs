@@ -547,6 +547,21 @@ impl InodeTable {
         by_id.get(ids.get(&key)?).cloned()
     }
 
+    /// Removes `key` from the map if it still leads to `nodeid` (another inode may have
+    /// taken it since).
+    fn unmap(ids: &mut HashMap<(u64, u64), u64>, key: (u64, u64), nodeid: u64) {
+        if ids.get(&key) == Some(&nodeid) {
+            ids.remove(&key);
+        }
+    }
+
+    /// Empties `inode`'s identity keys and removes those that still lead to it.
+    fn drop_keys(ids: &mut HashMap<(u64, u64), u64>, inode: &Inode) {
+        for key in inode.keys.lock().take() {
+            Self::unmap(ids, key, inode.nodeid);
+        }
+    }
+
     /// Records that `key` leads to `nodeid` (see `find_identity`).
     fn register(ids: &mut HashMap<(u64, u64), u64>, key: (u64, u64), nodeid: u64) {
         if key.1 != 0 && key.1 != nodeid {
@@ -578,10 +593,8 @@ impl InodeTable {
     pub fn add_identity(&self, inode: &Inode, key: (u64, u64)) {
         let mut ids = self.by_identity.lock();
         Self::register(&mut ids, key, inode.nodeid);
-        if let Some(old) = inode.keys.lock().add(key)
-            && ids.get(&old) == Some(&inode.nodeid)
-        {
-            ids.remove(&old);
+        if let Some(old) = inode.keys.lock().add(key) {
+            Self::unmap(&mut ids, old, inode.nodeid);
         }
     }
 
@@ -594,12 +607,7 @@ impl InodeTable {
     /// that reuses the inode number must get a fresh inode). The kernel's references
     /// stay valid until it forgets them.
     pub fn unregister(&self, inode: &Inode) {
-        let mut ids = self.by_identity.lock();
-        for key in inode.keys.lock().take() {
-            if ids.get(&key) == Some(&inode.nodeid) {
-                ids.remove(&key);
-            }
-        }
+        Self::drop_keys(&mut self.by_identity.lock(), inode);
     }
 
     /// Drops `n` kernel references; the inode goes when none are left.
@@ -618,11 +626,7 @@ impl InodeTable {
             })
             .unwrap_or(0);
         if prev <= n {
-            for key in inode.keys.lock().take() {
-                if ids.get(&key) == Some(&nodeid) {
-                    ids.remove(&key);
-                }
-            }
+            Self::drop_keys(&mut ids, &inode);
             self.by_id.write().remove(&nodeid);
         }
     }

@@ -6,15 +6,12 @@
 //! they match on [`Storage`] and [`Method`].
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// Hash maps keyed by path components and paths: short keys we produce ourselves, so a
-/// fast hasher without DoS resistance is the right trade (foldhash, what hashbrown uses).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-use crate::tabfile::{Row, TabError, Table, is_disabled};
+use crate::tabfile::{Row, RowScanner, TabError, Table, is_disabled, read_table_file};
 
 /// Where a writable path's data lives, and whether it is writable at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -82,14 +79,19 @@ impl LiteOptions {
     /// Parses an `options` field. `None` or blank means tmpfs (realised as `link`).
     pub fn parse(text: Option<&str>) -> Result<LiteOptions, String> {
         let text = text.unwrap_or("").trim();
-        let mut words: Vec<&str> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .collect();
-        words.sort_unstable();
-        words.dedup();
-        let (storage, method) = match words.as_slice() {
+        // One word (the usual case) needs no list; several are sorted and deduplicated.
+        let (one, mut many): ([&str; 1], Vec<&str>) = ([text], Vec::new());
+        let words: &[&str] = if text.contains(',') {
+            many.extend(text.split(',').map(str::trim).filter(|w| !w.is_empty()));
+            many.sort_unstable();
+            many.dedup();
+            &many
+        } else if text.is_empty() {
+            &[]
+        } else {
+            &one
+        };
+        let (storage, method) = match words {
             [] => (Storage::Tmpfs, Method::Link),
             ["tmpfs"] | ["rw"] | ["rw", "tmpfs"] => (Storage::Tmpfs, Method::Copy),
             ["persistent"] => (Storage::Persistent, Method::Copy),
@@ -152,21 +154,48 @@ impl LitePath {
                 "{text:?} is not an absolute path (it must start with '/')"
             ));
         }
-        if text.contains('\0') || text.contains('\n') || text.contains('\r') {
-            return Err(format!("{text:?} contains a NUL or line break"));
-        }
         let is_dir = text.ends_with('/');
-        let mut norm = String::with_capacity(text.len());
-        for comp in text.split('/').filter(|c| !c.is_empty()) {
-            if comp == "." || comp == ".." {
-                return Err(format!("{text:?} contains a '{comp}' component"));
+        // Most entries are already normal (`/etc/fstab`, `/var/log/`): they are copied as
+        // they are, less a trailing `/`; only a `//` makes a new string. One pass checks
+        // every byte and component.
+        let body = text.trim_end_matches('/');
+        let bytes = body.as_bytes();
+        let mut normal = true;
+        let mut start = 1; // of the current component, after its `/`
+        for i in 1..=bytes.len() {
+            let b = bytes.get(i).copied();
+            match b {
+                Some(b'/') | None => {
+                    let comp = &bytes[start..i];
+                    match comp {
+                        b"" => normal = false,
+                        b"." | b".." => {
+                            let comp = if comp.len() == 1 { "." } else { ".." };
+                            return Err(format!("{text:?} contains a '{comp}' component"));
+                        }
+                        _ if comp.len() > 255 => {
+                            return Err(format!("{text:?} has a component longer than 255 bytes"));
+                        }
+                        _ => {}
+                    }
+                    start = i + 1;
+                }
+                Some(b'\0' | b'\n' | b'\r') => {
+                    return Err(format!("{text:?} contains a NUL or line break"));
+                }
+                Some(_) => {}
             }
-            if comp.len() > 255 {
-                return Err(format!("{text:?} has a component longer than 255 bytes"));
-            }
-            norm.push('/');
-            norm.push_str(comp);
         }
+        let norm = if normal {
+            body.to_string()
+        } else {
+            let mut norm = String::with_capacity(body.len());
+            for comp in components(body) {
+                norm.push('/');
+                norm.push_str(comp);
+            }
+            norm
+        };
         if norm.is_empty() {
             return Err("the root directory itself cannot be a litefile entry".into());
         }
@@ -184,7 +213,7 @@ impl LitePath {
     }
     /// Components after the leading `/`.
     pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.0[1..].split('/')
+        components(&self.0)
     }
     /// The path relative to `/` (no leading slash), for joining under an image root.
     pub fn relative(&self) -> &str {
@@ -205,6 +234,39 @@ impl LitePath {
 impl fmt::Display for LitePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The non-empty `/`-separated components of `path`. What `str::split('/')` does, without
+/// its per-piece `memchr` set-up, which dominated building the trie for short components.
+pub fn components(path: &str) -> impl Iterator<Item = &str> {
+    let mut rest = path;
+    std::iter::from_fn(move || {
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+            let comp = &rest[..end];
+            rest = &rest[(end + 1).min(rest.len())..];
+            if !comp.is_empty() {
+                return Some(comp);
+            }
+        }
+    })
+}
+
+/// The length of the longest run of whole leading components two normal paths share:
+/// `/etc/bench` for `/etc/bench/0001.conf` and `/etc/bench/0002.conf`, `/etc/a` for `/etc/a`
+/// and `/etc/a/b`, nothing for `/etc` and `/etcx`.
+fn shared_prefix(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let ends_component = |p: &[u8]| p.get(common).is_none_or(|&c| c == b'/');
+    if ends_component(a) && ends_component(b) {
+        common
+    } else {
+        b[..common].iter().rposition(|&c| c == b'/').unwrap_or(0)
     }
 }
 
@@ -238,52 +300,101 @@ pub struct LiteRow {
     pub line: usize,
 }
 
-/// Parses every enabled row of a litefile table. Errors name the file, line and field.
-pub fn parse_litefile(table: &Table, file: &Path) -> Result<Vec<LiteRow>, TabError> {
-    let col = |name: &str| {
-        table.column(name).ok_or_else(|| TabError {
-            file: file.to_path_buf(),
-            line: 1,
-            field: None,
-            problem: format!("litefile header lacks the {name:?} column"),
+/// The litefile columns a row is read from, located once from the header.
+struct LiteColumns {
+    image: usize,
+    file: usize,
+    options: usize,
+    disable: Option<usize>,
+}
+
+impl LiteColumns {
+    fn find(columns: &[String], file: &Path) -> Result<LiteColumns, TabError> {
+        let col = |name: &str| {
+            columns
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| TabError {
+                    file: file.to_path_buf(),
+                    line: 1,
+                    field: None,
+                    problem: format!("litefile header lacks the {name:?} column"),
+                })
+        };
+        Ok(LiteColumns {
+            image: col("image")?,
+            file: col("file")?,
+            options: col("options")?,
+            disable: columns.iter().position(|c| c == "disable"),
         })
-    };
-    let (c_image, c_file, c_options) = (col("image")?, col("file")?, col("options")?);
-    let c_disable = table.column("disable");
-    let mut out = Vec::with_capacity(table.rows.len());
-    for row in &table.rows {
-        let field = |c: usize| row.fields.get(c).and_then(|f| f.as_deref());
-        if is_disabled(c_disable.and_then(field)) {
-            continue;
+    }
+
+    /// The typed row, `None` when the row is disabled.
+    fn row<'f>(
+        &self,
+        columns: &[String],
+        file: &Path,
+        line: usize,
+        field: impl Fn(usize) -> Option<&'f str>,
+    ) -> Result<Option<LiteRow>, TabError> {
+        if is_disabled(self.disable.and_then(&field)) {
+            return Ok(None);
         }
         let err = |c: usize, problem: String| TabError {
             file: file.to_path_buf(),
-            line: row.line,
-            field: Some((c + 1, Some(table.columns[c].clone()))),
+            line,
+            field: Some((c + 1, Some(columns[c].clone()))),
             problem,
         };
-        let image = match field(c_image).map(str::trim) {
+        let image = match field(self.image).map(str::trim) {
             None | Some("") | Some("ALL") => ImageScope::All,
             Some(name) => ImageScope::Named(name.to_string()),
         };
-        let text = field(c_file).ok_or_else(|| err(c_file, "a file path is required".into()))?;
-        let (path, is_dir) = LitePath::parse(text.trim()).map_err(|e| err(c_file, e))?;
-        let options = LiteOptions::parse(field(c_options)).map_err(|e| err(c_options, e))?;
-        out.push(LiteRow {
+        let text =
+            field(self.file).ok_or_else(|| err(self.file, "a file path is required".into()))?;
+        let (path, is_dir) = LitePath::parse(text.trim()).map_err(|e| err(self.file, e))?;
+        let options_text = field(self.options).unwrap_or("").trim();
+        let options = LiteOptions::parse(Some(options_text)).map_err(|e| err(self.options, e))?;
+        Ok(Some(LiteRow {
             image,
             path,
             is_dir,
             options,
-            options_text: field(c_options).unwrap_or("").trim().to_string(),
-            line: row.line,
-        });
+            options_text: options_text.to_string(),
+            line,
+        }))
+    }
+}
+
+/// Parses every enabled row of a litefile table. Errors name the file, line and field.
+pub fn parse_litefile(table: &Table, file: &Path) -> Result<Vec<LiteRow>, TabError> {
+    let cols = LiteColumns::find(&table.columns, file)?;
+    let mut out = Vec::with_capacity(table.rows.len());
+    for row in &table.rows {
+        let field = |c: usize| row.fields.get(c).and_then(|f| f.as_deref());
+        out.extend(cols.row(&table.columns, file, row.line, field)?);
+    }
+    Ok(out)
+}
+
+/// Parses a litefile's bytes straight into typed rows, copying only what the rows keep
+/// (what a mount does: no intermediate [`Table`]).
+pub fn parse_litefile_bytes(bytes: &[u8], file: &Path) -> Result<Vec<LiteRow>, TabError> {
+    let mut scan = RowScanner::new(bytes, file)?;
+    let cols = LiteColumns::find(scan.columns(), file)?;
+    // About one row per 40 bytes (a typical `"ALL","/etc/x",,,` row): one allocation.
+    let mut out = Vec::with_capacity(bytes.len() / 40 + 1);
+    let columns = scan.columns().to_vec();
+    while let Some(row) = scan.next_row()? {
+        let field = |c: usize| row.fields.get(c).and_then(|f| f.as_deref());
+        out.extend(cols.row(&columns, file, row.line, field)?);
     }
     Ok(out)
 }
 
 /// Reads and parses a litefile file.
 pub fn read_litefile(file: &Path) -> Result<Vec<LiteRow>, TabError> {
-    parse_litefile(&Table::read(file)?, file)
+    parse_litefile_bytes(&read_table_file(file)?, file)
 }
 
 /// Index of a rule in a [`RuleSet`].
@@ -328,10 +439,171 @@ impl fmt::Display for Violation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrieNode(u32);
 
-#[derive(Debug, Default)]
+/// One trie node. Its name and children are ranges of the trie's shared arrays, so building
+/// the trie allocates a handful of arrays, not a map and a string per node.
+#[derive(Debug, Clone, Copy)]
 struct TrieEntry {
-    children: HashMap<Box<str>, u32>,
+    parent: u32,
+    /// Byte range of this node's path component in [`Trie::names`].
+    name: (u32, u32),
     rule: Option<RuleId>,
+    /// Range of this node's children in [`Trie::children`].
+    kids: (u32, u32),
+}
+
+/// The rule paths as a tree of components, for lookups one component at a time. Nodes are
+/// found by (parent, name) in one hash table; node 0 is the root.
+#[derive(Debug)]
+struct Trie {
+    nodes: Vec<TrieEntry>,
+    names: String,
+    index: hashbrown::HashTable<u32>,
+    children: Vec<u32>,
+    /// Keys are path components from the admin's own litefile, so a fast hasher without
+    /// DoS resistance is the right trade (foldhash, what hashbrown itself uses).
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Trie {
+    /// A trie with room for `nodes` nodes whose names total `name_bytes`.
+    fn with_capacity(nodes: usize, name_bytes: usize) -> Trie {
+        let mut t = Trie {
+            nodes: Vec::with_capacity(nodes + 1),
+            names: String::with_capacity(name_bytes),
+            index: hashbrown::HashTable::with_capacity(nodes),
+            children: Vec::new(),
+            hasher: foldhash::fast::FixedState::default(),
+        };
+        t.nodes.push(TrieEntry {
+            parent: 0,
+            name: (0, 0),
+            rule: None,
+            kids: (0, 0),
+        });
+        t
+    }
+
+    fn name_of<'n>(names: &'n str, e: &TrieEntry) -> &'n str {
+        &names[e.name.0 as usize..e.name.1 as usize]
+    }
+
+    fn child(&self, parent: u32, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one((parent, name));
+        self.index
+            .find(hash, |&n| {
+                let e = &self.nodes[n as usize];
+                e.parent == parent && Self::name_of(&self.names, e) == name
+            })
+            .copied()
+    }
+
+    /// The child `name` of `parent`, added when missing.
+    fn child_or_insert(&mut self, parent: u32, name: &str) -> u32 {
+        let Trie {
+            nodes,
+            names,
+            index,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one((parent, name));
+        let entry = index.entry(
+            hash,
+            |&n| {
+                let e = &nodes[n as usize];
+                e.parent == parent && Self::name_of(names, e) == name
+            },
+            |&n| {
+                let e = &nodes[n as usize];
+                hasher.hash_one((e.parent, Self::name_of(names, e)))
+            },
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let n = nodes.len() as u32;
+                let start = names.len() as u32;
+                names.push_str(name);
+                nodes.push(TrieEntry {
+                    parent,
+                    name: (start, names.len() as u32),
+                    rule: None,
+                    kids: (0, 0),
+                });
+                v.insert(n);
+                n
+            }
+        }
+    }
+
+    /// The trie of `rules`, which are sorted by path with no path twice, and for each rule
+    /// the nearest rule strictly above it (for the parent/child constraints).
+    fn build(rules: &[LiteRule]) -> (Trie, Vec<Option<RuleId>>) {
+        let (nodes, name_bytes) = rules.iter().fold((0, 0), |(n, b), r| {
+            (n + r.path.depth(), b + r.path.as_str().len())
+        });
+        let mut trie = Trie::with_capacity(nodes, name_bytes);
+        let mut above = Vec::with_capacity(rules.len());
+        // The previous rule's path, one (node, nearest rule at or above it) per component:
+        // sorted paths share their leading components with the one before (2,000 rows
+        // under `/etc/bench/` walk `etc` and `bench` once), so only the rest is looked up.
+        let mut stack: Vec<(u32, Option<RuleId>)> = Vec::new();
+        let mut prev = "";
+        for (i, rule) in rules.iter().enumerate() {
+            let path = rule.path.as_str();
+            let shared = shared_prefix(prev, path);
+            // `path[..shared]` is whole components, one `/` before each.
+            stack.truncate(
+                path.as_bytes()[..shared]
+                    .iter()
+                    .filter(|&&b| b == b'/')
+                    .count(),
+            );
+            let (mut node, mut best) = stack.last().copied().unwrap_or((0, None));
+            for comp in components(&path[shared..]) {
+                node = trie.child_or_insert(node, comp);
+                best = trie.nodes[node as usize].rule.or(best);
+                stack.push((node, best));
+            }
+            let id = RuleId(i as u32);
+            above.push(stack.len().checked_sub(2).and_then(|d| stack[d].1));
+            trie.nodes[node as usize].rule = Some(id);
+            if let Some(last) = stack.last_mut() {
+                last.1 = Some(id);
+            }
+            prev = path;
+        }
+        trie.link_children();
+        (trie, above)
+    }
+
+    /// Lays out every node's children contiguously (in insertion order), once all paths
+    /// are in.
+    fn link_children(&mut self) {
+        let mut count = vec![0u32; self.nodes.len()];
+        for e in &self.nodes[1..] {
+            count[e.parent as usize] += 1;
+        }
+        let mut next = 0u32;
+        for (e, c) in self.nodes.iter_mut().zip(&count) {
+            e.kids = (next, next);
+            next += c;
+        }
+        self.children = vec![0; next as usize];
+        for n in 1..self.nodes.len() {
+            let p = self.nodes[n].parent as usize;
+            let slot = self.nodes[p].kids.1;
+            self.children[slot as usize] = n as u32;
+            self.nodes[p].kids.1 += 1;
+        }
+    }
+
+    fn kids(&self, node: u32) -> impl Iterator<Item = (&str, u32)> {
+        let (a, b) = self.nodes[node as usize].kids;
+        self.children[a as usize..b as usize]
+            .iter()
+            .map(|&n| (Self::name_of(&self.names, &self.nodes[n as usize]), n))
+    }
 }
 
 /// The rules for one image, ready for lookups.
@@ -339,7 +611,7 @@ struct TrieEntry {
 pub struct RuleSet {
     image: String,
     rules: Vec<LiteRule>,
-    trie: Vec<TrieEntry>,
+    trie: Trie,
     violations: Vec<Violation>,
 }
 
@@ -394,42 +666,28 @@ impl RuleSet {
                 _ => rules.push(rule),
             }
         }
+        let (trie, above) = Trie::build(&rules);
         let mut set = RuleSet {
             image: image.to_string(),
             rules,
-            trie: vec![TrieEntry::default()],
+            trie,
             violations,
         };
-        let trie = &mut set.trie;
-        for (i, rule) in set.rules.iter().enumerate() {
-            let mut node = 0u32;
-            for comp in rule.path.components() {
-                node = match trie[node as usize].children.get(comp) {
-                    Some(&n) => n,
-                    None => {
-                        let n = trie.len() as u32;
-                        trie.push(TrieEntry::default());
-                        trie[node as usize].children.insert(comp.into(), n);
-                        n
-                    }
-                };
-            }
-            trie[node as usize].rule = Some(RuleId(i as u32));
-        }
-        set.validate();
+        set.validate(&above);
         set
     }
 
-    fn validate(&mut self) {
+    /// Checks xCAT's constraints; `above[i]` is the nearest rule strictly above rule `i`.
+    fn validate(&mut self, above: &[Option<RuleId>]) {
         let mut found = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate() {
+        for (rule, parent) in self.rules.iter().zip(above) {
             if rule.storage() == Storage::Con && rule.is_dir {
                 found.push(Violation {
                     message: format!("{}: con cannot be used on a directory", rule.path),
                     lines: vec![rule.line],
                 });
             }
-            if let Some(parent) = self.nearest_ancestor_rule(i) {
+            if let Some(parent) = parent {
                 let p = &self.rules[parent.0 as usize];
                 let msg = if !p.is_dir {
                     Some(format!(
@@ -466,26 +724,6 @@ impl RuleSet {
         self.violations.sort_by(|a, b| a.lines.cmp(&b.lines));
     }
 
-    fn nearest_ancestor_rule(&self, i: usize) -> Option<RuleId> {
-        let path = &self.rules[i].path;
-        let mut node = 0usize;
-        let mut best = None;
-        let depth = path.depth();
-        for (d, comp) in path.components().enumerate() {
-            if d + 1 == depth {
-                break;
-            }
-            match self.trie[node].children.get(comp) {
-                Some(&n) => node = n as usize,
-                None => break,
-            }
-            if let Some(r) = self.trie[node].rule {
-                best = Some(r);
-            }
-        }
-        best
-    }
-
     pub fn image(&self) -> &str {
         &self.image
     }
@@ -509,7 +747,7 @@ impl RuleSet {
     pub fn lookup_id(&self, path: &str) -> Option<RuleId> {
         let mut node = self.root();
         let mut best: Option<RuleId> = None;
-        for comp in path.split('/').filter(|c| !c.is_empty()) {
+        for comp in components(path) {
             if let Some(id) = self.rule_at(node) {
                 if !self.rule(id).is_dir {
                     return None; // a file entry governs nothing below itself
@@ -530,21 +768,15 @@ impl RuleSet {
     }
     /// One step down the trie, `None` when no entry lies at or below `node/name`.
     pub fn child(&self, node: TrieNode, name: &str) -> Option<TrieNode> {
-        self.trie[node.0 as usize]
-            .children
-            .get(name)
-            .map(|&n| TrieNode(n))
+        self.trie.child(node.0, name).map(TrieNode)
     }
     /// The rule whose path is exactly this node.
     pub fn rule_at(&self, node: TrieNode) -> Option<RuleId> {
-        self.trie[node.0 as usize].rule
+        self.trie.nodes[node.0 as usize].rule
     }
     /// Names of entries one level below `node` (rule paths, or directories leading to one).
     pub fn child_names(&self, node: TrieNode) -> impl Iterator<Item = (&str, TrieNode)> {
-        self.trie[node.0 as usize]
-            .children
-            .iter()
-            .map(|(k, &v)| (&**k, TrieNode(v)))
+        self.trie.kids(node.0).map(|(k, v)| (k, TrieNode(v)))
     }
 }
 
@@ -822,5 +1054,114 @@ mod tests {
         assert_eq!(p.depth(), 2);
         assert!(LitePath::parse("/etc").unwrap().0.is_ancestor_of(&p));
         assert!(!LitePath::parse("/et").unwrap().0.is_ancestor_of(&p));
+    }
+
+    #[test]
+    fn components_and_shared_prefixes() {
+        fn c(p: &str) -> Vec<&str> {
+            components(p).collect()
+        }
+        assert!(c("").is_empty() && c("/").is_empty() && c("///").is_empty());
+        assert_eq!(c("//etc//ssh/"), ["etc", "ssh"]);
+        assert_eq!(c("etc/ssh"), ["etc", "ssh"]);
+        assert_eq!(shared_prefix("", "/etc"), 0);
+        assert_eq!(shared_prefix("/etc", "/etcx"), 0);
+        assert_eq!(shared_prefix("/etc/a", "/etc/a/b"), "/etc/a".len());
+        assert_eq!(shared_prefix("/etc/a-b", "/etc/a/b"), "/etc".len());
+        assert_eq!(
+            shared_prefix("/etc/bench/0001", "/etc/bench/0002"),
+            "/etc/bench".len()
+        );
+        assert_eq!(shared_prefix("/etc/a/b/c", "/etc/a/d"), "/etc/a".len());
+    }
+
+    /// The trie (built from sorted paths, reusing the previous path's nodes) answers what a
+    /// scan of every rule answers, for names that sort between a directory and its children
+    /// (`a-b`, `a.b` sort before `a/`) and for paths at every depth.
+    #[test]
+    fn trie_agrees_with_a_scan_of_every_rule() {
+        let names = ["a", "a-b", "a.b", "ab", "b", "a0"];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut random_path = |depth: usize| -> String {
+            (0..depth)
+                .map(|_| format!("/{}", names[next(names.len())]))
+                .collect()
+        };
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for _ in 0..300 {
+            let d = 1 + entries.len() % 4;
+            let p = random_path(d);
+            let dir = !entries.len().is_multiple_of(3);
+            let opt = ["tmpfs", "persistent", "ro", ""][entries.len() % 4];
+            entries.push((
+                format!("{p}{}", if dir { "/" } else { "" }),
+                opt.to_string(),
+            ));
+        }
+        let rows: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .map(|(p, o)| ("", p.as_str(), o.as_str()))
+            .collect();
+        let set = set(&rows, "i");
+        let rules = set.rules();
+        // Every rule's nearest rule strictly above it, by scanning.
+        let (_, above) = Trie::build(rules);
+        for (i, r) in rules.iter().enumerate() {
+            let scan = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.path.is_ancestor_of(&r.path))
+                .max_by_key(|(_, a)| a.path.depth())
+                .map(|(j, _)| RuleId(j as u32));
+            assert_eq!(above[i], scan, "nearest rule above {}", r.path);
+        }
+        // Lookups: a strict ancestor that is a file entry governs nothing; else the path's
+        // own rule, else the deepest directory entry above it.
+        for depth in 1..6 {
+            for _ in 0..400 {
+                let probe = random_path(depth);
+                let p = LitePath::parse(&probe).unwrap().0;
+                let above: Vec<(usize, &LiteRule)> = rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.path.is_ancestor_of(&p))
+                    .collect();
+                let scan = if above.iter().any(|(_, r)| !r.is_dir) {
+                    None
+                } else {
+                    rules
+                        .iter()
+                        .position(|r| r.path == p)
+                        .or_else(|| {
+                            above
+                                .iter()
+                                .max_by_key(|(_, r)| r.path.depth())
+                                .map(|(i, _)| *i)
+                        })
+                        .map(|i| RuleId(i as u32))
+                };
+                assert_eq!(set.lookup_id(&probe), scan, "lookup {probe}");
+            }
+        }
+        // Every node's children are listed once, under their parent.
+        let mut listed = 0;
+        let mut stack = vec![(set.root(), String::new())];
+        while let Some((node, path)) = stack.pop() {
+            for (name, child) in set.child_names(node) {
+                assert_eq!(set.child(node, name), Some(child));
+                listed += 1;
+                stack.push((child, format!("{path}/{name}")));
+            }
+            if let Some(id) = set.rule_at(node) {
+                assert_eq!(set.rule(id).path.as_str(), path);
+            }
+        }
+        assert_eq!(listed + 1, set.trie.nodes.len());
     }
 }

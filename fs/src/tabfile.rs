@@ -22,6 +22,7 @@
 //! it accepts malformed quoting (`a"b`, `"a"b`) silently, where an admin needs an error
 //! naming the line and field.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -92,24 +93,27 @@ impl Table {
 
     /// Parses a whole file's bytes. `file` is only used in error messages.
     pub fn parse(bytes: &[u8], file: &Path) -> Result<Table, TabError> {
-        Parser {
-            bytes,
-            pos: 0,
-            line: 1,
-            file,
+        let mut scan = RowScanner::new(bytes, file)?;
+        let mut rows = Vec::new();
+        while let Some(row) = scan.next_row()? {
+            rows.push(Row {
+                line: row.line,
+                fields: row
+                    .fields
+                    .iter()
+                    .map(|f| f.as_deref().map(str::to_string))
+                    .collect(),
+            });
         }
-        .table()
+        Ok(Table {
+            columns: scan.columns,
+            rows,
+        })
     }
 
     /// Reads and parses a file.
     pub fn read(path: &Path) -> Result<Table, TabError> {
-        let bytes = std::fs::read(path).map_err(|e| TabError {
-            file: path.to_path_buf(),
-            line: 0,
-            field: None,
-            problem: format!("cannot read: {e}"),
-        })?;
-        Table::parse(&bytes, path)
+        Table::parse(&read_table_file(path)?, path)
     }
 
     /// The canonical text: header, then each row with every non-NULL value quoted; LF endings.
@@ -147,6 +151,16 @@ impl Table {
     }
 }
 
+/// A table file's bytes; a failure to read it is a [`TabError`] naming the file.
+pub fn read_table_file(path: &Path) -> Result<Vec<u8>, TabError> {
+    std::fs::read(path).map_err(|e| TabError {
+        file: path.to_path_buf(),
+        line: 0,
+        field: None,
+        problem: format!("cannot read: {e}"),
+    })
+}
+
 /// Replaces `path` with `data` atomically (temp file + fsync + rename + directory fsync).
 pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
@@ -174,14 +188,89 @@ pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// One row as [`RowScanner`] reads it, borrowed from the input.
+pub struct RawRow<'r, 'b> {
+    /// 1-based line number where the row starts.
+    pub line: usize,
+    /// One entry per column (missing trailing fields are NULL). A value borrows the input
+    /// unless it had a `""` to undo.
+    pub fields: &'r [Option<Cow<'b, str>>],
+}
+
+/// Reads a table row by row without copying it: the header first, then each row into one
+/// reused buffer. [`Table::parse`] is built on it; the daemon reads its litefile with it at
+/// boot, where copying every field of a 2,000-row table was most of the time to a ready root.
+pub struct RowScanner<'b> {
+    parser: Parser<'b>,
+    columns: Vec<String>,
+    fields: Vec<Option<Cow<'b, str>>>,
+}
+
+impl<'b> RowScanner<'b> {
+    /// Reads the header. `file` is only used in error messages.
+    pub fn new(bytes: &'b [u8], file: &'b Path) -> Result<RowScanner<'b>, TabError> {
+        let mut parser = Parser {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+            pos: 0,
+            line: 1,
+            file,
+        };
+        let columns = parser.header()?;
+        Ok(RowScanner {
+            parser,
+            fields: Vec::with_capacity(columns.len() + 1),
+            columns,
+        })
+    }
+
+    /// The column names, from the header.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Index of a column by name.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    /// The next data row, `None` at the end of the input.
+    pub fn next_row(&mut self) -> Result<Option<RawRow<'_, 'b>>, TabError> {
+        let p = &mut self.parser;
+        loop {
+            if p.pos >= p.bytes.len() {
+                return Ok(None);
+            }
+            if !p.eat_eol() {
+                break; // not a blank line
+            }
+        }
+        if p.peek() == Some(b'#') {
+            return Err(p.err(
+                p.line,
+                None,
+                "only the first line (the header) may start with '#'".into(),
+            ));
+        }
+        let line = p.row(&self.columns, &mut self.fields)?;
+        Ok(Some(RawRow {
+            line,
+            fields: &self.fields,
+        }))
+    }
+}
+
 struct Parser<'a> {
     bytes: &'a [u8],
+    /// The input as text when all of it is UTF-8 (checked once, fast); otherwise each value
+    /// is checked on its own, so an error can name the field.
+    text: Option<&'a str>,
     pos: usize,
     line: usize,
     file: &'a Path,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(
         &self,
         line: usize,
@@ -222,7 +311,8 @@ impl Parser<'_> {
         }
     }
 
-    fn table(mut self) -> Result<Table, TabError> {
+    /// The header line: the column names.
+    fn header(&mut self) -> Result<Vec<String>, TabError> {
         if self.bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
             self.pos = 3; // a UTF-8 byte-order mark from a Windows editor
         }
@@ -260,26 +350,17 @@ impl Parser<'_> {
                 return Err(self.err(1, Some((i + 1, None)), format!("duplicate column {c:?}")));
             }
         }
-        let mut rows = Vec::new();
-        while self.pos < self.bytes.len() {
-            if self.eat_eol() {
-                continue; // blank line
-            }
-            if self.peek() == Some(b'#') {
-                return Err(self.err(
-                    self.line,
-                    None,
-                    "only the first line (the header) may start with '#'".into(),
-                ));
-            }
-            rows.push(self.row(&columns)?);
-        }
-        Ok(Table { columns, rows })
+        Ok(columns)
     }
 
-    fn row(&mut self, columns: &[String]) -> Result<Row, TabError> {
+    /// Reads one row into `fields` (cleared first); returns the line it started on.
+    fn row(
+        &mut self,
+        columns: &[String],
+        fields: &mut Vec<Option<Cow<'a, str>>>,
+    ) -> Result<usize, TabError> {
         let line = self.line;
-        let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
+        fields.clear();
         loop {
             let n = fields.len() + 1;
             let field = self.field(n, columns)?;
@@ -301,7 +382,7 @@ impl Parser<'_> {
             }
         }
         // A trailing comma gives one extra empty field: accept and drop it.
-        if fields.len() == columns.len() + 1 && fields.last() == Some(&None) {
+        if fields.len() == columns.len() + 1 && matches!(fields.last(), Some(None)) {
             fields.pop();
         }
         if fields.len() > columns.len() {
@@ -317,21 +398,34 @@ impl Parser<'_> {
             ));
         }
         fields.resize(columns.len(), None);
-        Ok(Row { line, fields })
+        Ok(line)
     }
 
-    /// Field `n` (1-based) of a row; `columns` only names it in errors.
-    fn field(&mut self, n: usize, columns: &[String]) -> Result<Field, TabError> {
+    /// Field `n` (1-based) of a row; `columns` only names it in errors. The value borrows
+    /// the input unless a `""` in it had to become one quote.
+    fn field(&mut self, n: usize, columns: &[String]) -> Result<Option<Cow<'a, str>>, TabError> {
         let name = || columns.get(n - 1).cloned();
-        let mut value = Vec::new();
-        match self.peek() {
+        let bytes = self.bytes;
+        // A value is a span of the input, or a copy when a `""` had to become one quote.
+        enum Raw {
+            Span(usize, usize),
+            Copy(Vec<u8>),
+        }
+        let value = match self.peek() {
             Some(b'"') => {
                 let start_line = self.line;
                 self.pos += 1;
+                let mut owned: Option<Vec<u8>> = None;
                 loop {
-                    // Copy up to the next quote in one go; count the line breaks inside.
-                    let rest = &self.bytes[self.pos..];
-                    let Some(q) = rest.iter().position(|&b| b == b'"') else {
+                    // Up to the next quote, counting the line breaks on the way (values
+                    // are short: a plain loop beats memchr's set-up here).
+                    let rest = &bytes[self.pos..];
+                    let mut breaks = 0;
+                    let found = rest.iter().position(|&b| {
+                        breaks += usize::from(b == b'\n');
+                        b == b'"'
+                    });
+                    let Some(q) = found else {
                         return Err(self.err(
                             start_line,
                             Some((n, name())),
@@ -339,15 +433,23 @@ impl Parser<'_> {
                         ));
                     };
                     let chunk = &rest[..q];
-                    self.line += chunk.iter().filter(|&&b| b == b'\n').count();
-                    value.extend_from_slice(chunk);
+                    let chunk_start = self.pos;
+                    self.line += breaks;
                     self.pos += q;
-                    if self.bytes.get(self.pos + 1) == Some(&b'"') {
-                        value.push(b'"');
+                    if bytes.get(self.pos + 1) == Some(&b'"') {
+                        let buf = owned.get_or_insert_with(Vec::new);
+                        buf.extend_from_slice(chunk);
+                        buf.push(b'"');
                         self.pos += 2;
                     } else {
                         self.pos += 1;
-                        break;
+                        break match owned {
+                            Some(mut buf) => {
+                                buf.extend_from_slice(chunk);
+                                Raw::Copy(buf)
+                            }
+                            None => Raw::Span(chunk_start, chunk_start + q),
+                        };
                     }
                 }
             }
@@ -356,7 +458,7 @@ impl Parser<'_> {
                 while let Some(c) = self.peek() {
                     match c {
                         b',' | b'\n' => break,
-                        b'\r' if self.bytes.get(self.pos + 1) == Some(&b'\n') => break,
+                        b'\r' if bytes.get(self.pos + 1) == Some(&b'\n') => break,
                         b'"' => {
                             return Err(self.err(
                                 self.line,
@@ -371,16 +473,28 @@ impl Parser<'_> {
                 if self.pos == start {
                     return Ok(None);
                 }
-                value.extend_from_slice(&self.bytes[start..self.pos]);
+                Raw::Span(start, self.pos)
             }
-        }
-        String::from_utf8(value).map(Some).map_err(|_| {
+        };
+        let not_utf8 = || {
             self.err(
                 self.line,
                 Some((n, name())),
                 "value is not valid UTF-8".into(),
             )
-        })
+        };
+        match value {
+            // Spans end at ASCII delimiters, so they are char boundaries of valid input.
+            Raw::Span(a, b) => match self.text {
+                Some(text) => Ok(Some(Cow::Borrowed(&text[a..b]))),
+                None => std::str::from_utf8(&bytes[a..b])
+                    .map(|v| Some(Cow::Borrowed(v)))
+                    .map_err(|_| not_utf8()),
+            },
+            Raw::Copy(b) => String::from_utf8(b)
+                .map(|v| Some(Cow::Owned(v)))
+                .map_err(|_| not_utf8()),
+        }
     }
 }
 
@@ -501,6 +615,30 @@ mod tests {
         }
         let e = Table::parse(b"#a\n\"\xff\"\n", Path::new("t")).unwrap_err();
         assert!(e.problem.contains("UTF-8"));
+        // Valid rows before it do not hide where the bad byte is (the whole-input check
+        // fails, and each value is then checked on its own).
+        let e = Table::parse(b"#a,b\n\"x\",\"y\"\nz,\"\"\"q\xc3\"\n", Path::new("t")).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.map(|f| f.0)),
+            (3, Some(2)),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
+    fn scanned_values_borrow_the_input_unless_unquoted() {
+        let text = b"#a,b,c\n\"plain\",\"say \"\"hi\"\"\",bare\n,,\n";
+        let mut scan = RowScanner::new(text, Path::new("t")).unwrap();
+        assert_eq!(scan.columns(), ["a", "b", "c"]);
+        let row = scan.next_row().unwrap().unwrap();
+        assert_eq!(row.line, 2);
+        assert!(matches!(row.fields[0], Some(Cow::Borrowed("plain"))));
+        assert!(matches!(&row.fields[1], Some(Cow::Owned(v)) if v == "say \"hi\""));
+        assert!(matches!(row.fields[2], Some(Cow::Borrowed("bare"))));
+        let row = scan.next_row().unwrap().unwrap();
+        assert_eq!((row.line, row.fields), (3, &[None, None, None][..]));
+        assert!(scan.next_row().unwrap().is_none());
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct IoFd {
     pub writable: bool,
 }
 
+impl IoFd {
+    /// True when this descriptor can serve I/O that writes (`write`) or only reads.
+    pub fn serves(&self, write: bool) -> bool {
+        self.writable || !write
+    }
+}
+
 /// What governs an object, decided once when it is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -210,7 +217,7 @@ impl Inode {
     pub fn cached_io_fd(&self, write: bool) -> Option<Arc<OwnedFd>> {
         let io = self.io.lock();
         let iofd = io.as_ref()?.iofd.as_ref()?;
-        (iofd.writable || !write).then(|| iofd.fd.clone())
+        iofd.serves(write).then(|| iofd.fd.clone())
     }
 
     /// Closes the handle-less I/O descriptor (its object is no longer the inode's, or it is

@@ -1384,7 +1384,7 @@ impl Overlay {
         {
             let mut g = inode.io_state();
             if let Some(io) = g.iofd.as_ref()
-                && (io.writable || !writable)
+                && io.serves(writable)
             {
                 return io.fd.clone();
             }

@@ -166,11 +166,11 @@ impl LitePath {
             let b = bytes.get(i).copied();
             match b {
                 Some(b'/') | None => {
-                    let comp = &bytes[start..i];
+                    // Both ends are at a `/` or the end: a whole component.
+                    let comp = &body[start..i];
                     match comp {
-                        b"" => normal = false,
-                        b"." | b".." => {
-                            let comp = if comp.len() == 1 { "." } else { ".." };
+                        "" => normal = false,
+                        "." | ".." => {
                             return Err(format!("{text:?} contains a '{comp}' component"));
                         }
                         _ if comp.len() > 255 => {
@@ -384,10 +384,9 @@ pub fn parse_litefile_bytes(bytes: &[u8], file: &Path) -> Result<Vec<LiteRow>, T
     let cols = LiteColumns::find(scan.columns(), file)?;
     // About one row per 40 bytes (a typical `"ALL","/etc/x",,,` row): one allocation.
     let mut out = Vec::with_capacity(bytes.len() / 40 + 1);
-    let columns = scan.columns().to_vec();
     while let Some(row) = scan.next_row()? {
         let field = |c: usize| row.fields.get(c).and_then(|f| f.as_deref());
-        out.extend(cols.row(&columns, file, row.line, field)?);
+        out.extend(cols.row(row.columns, file, row.line, field)?);
     }
     Ok(out)
 }

@@ -190,6 +190,8 @@ pub fn write_file_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// One row as [`RowScanner`] reads it, borrowed from the input.
 pub struct RawRow<'r, 'b> {
+    /// The table's column names (from the header), for naming fields in errors.
+    pub columns: &'r [String],
     /// 1-based line number where the row starts.
     pub line: usize,
     /// One entry per column (missing trailing fields are NULL). A value borrows the input
@@ -229,11 +231,6 @@ impl<'b> RowScanner<'b> {
         &self.columns
     }
 
-    /// Index of a column by name.
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == name)
-    }
-
     /// The next data row, `None` at the end of the input.
     pub fn next_row(&mut self) -> Result<Option<RawRow<'_, 'b>>, TabError> {
         let p = &mut self.parser;
@@ -254,6 +251,7 @@ impl<'b> RowScanner<'b> {
         }
         let line = p.row(&self.columns, &mut self.fields)?;
         Ok(Some(RawRow {
+            columns: &self.columns,
             line,
             fields: &self.fields,
         }))
@@ -627,12 +625,13 @@ mod tests {
     }
 
     #[test]
-    fn scanned_values_borrow_the_input_unless_unquoted() {
+    fn scanned_values_borrow_the_input_unless_a_doubled_quote_is_undone() {
         let text = b"#a,b,c\n\"plain\",\"say \"\"hi\"\"\",bare\n,,\n";
         let mut scan = RowScanner::new(text, Path::new("t")).unwrap();
         assert_eq!(scan.columns(), ["a", "b", "c"]);
         let row = scan.next_row().unwrap().unwrap();
         assert_eq!(row.line, 2);
+        assert_eq!(row.columns, ["a", "b", "c"]);
         assert!(matches!(row.fields[0], Some(Cow::Borrowed("plain"))));
         assert!(matches!(&row.fields[1], Some(Cow::Owned(v)) if v == "say \"hi\""));
         assert!(matches!(row.fields[2], Some(Cow::Borrowed("bare"))));

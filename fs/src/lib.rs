@@ -15,10 +15,12 @@
 
 pub mod backref;
 pub mod copy_up;
+pub mod dir_ahead;
 pub mod inode;
 pub mod layers;
 pub mod mount;
 pub mod overlay;
+pub mod plus;
 pub mod reply;
 pub mod ring;
 pub mod rules;

@@ -22,8 +22,10 @@ use fuser::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::copy_up::{self, is_internal_name};
+use crate::dir_ahead::DirAhead;
 use crate::inode::{Area, Backing, Inode, InodeTable, NewInode, identity_of};
 use crate::layers::{LITEIMG_DEFAULT, LayerId, LayerStack, STATELITE_DIR, StoreKind};
+use crate::plus::{Entries, PlusPolicy};
 use crate::reply::{
     AttrReply, Caller, CreateReply, DataReply, DirPlusReply, DirReply, EmptyReply, EntryReply,
     LseekReply, OpenReply, PassthroughId, StatfsReply, WriteReply, XattrReply,
@@ -180,6 +182,9 @@ struct DirEntry {
     name: CString,
     kind: FileType,
     ino: u64,
+    /// A plain lower-layer entry of known type, not a directory: READDIRPLUS may send it
+    /// by name (see `plus`), since a LOOKUP would find it with this type and inode number.
+    name_only: bool,
 }
 
 /// What one name in one directory resolves to, before it becomes an inode.
@@ -248,6 +253,10 @@ pub struct Overlay {
     /// Directory listings for readdir without a handle (the kernel opens directories
     /// without asking us, see `opendir`), by node id; rebuilt whenever a read starts at 0.
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
+    /// Which READDIRPLUS replies carry attributes, per reader.
+    plus: PlusPolicy,
+    /// Reads ahead of directory walks.
+    dir_ahead: DirAhead,
     pub notifier: RwLock<Option<fuser::Notifier>>,
     /// The connection's `/dev/fuse` descriptor, for passthrough backing ids (set at mount).
     pub dev_fuse: std::sync::OnceLock<Arc<OwnedFd>>,
@@ -406,6 +415,8 @@ impl Overlay {
         }
         let (tx, rx) = crossbeam::channel::unbounded();
         let (ptx, prx) = crossbeam::channel::bounded::<(u64, u64)>(256);
+        let stats = Stats::default();
+        let dir_ahead = DirAhead::start(stats.dirs_read_ahead.clone())?;
         let ov = Arc::new(Overlay {
             prefetch_tx: ptx,
             prefetched: Mutex::new(HashSet::new()),
@@ -416,7 +427,7 @@ impl Overlay {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            stats: Stats::default(),
+            stats,
             denied: DeniedLog::default(),
             opts,
             passthrough_active: AtomicBool::new(false),
@@ -435,6 +446,8 @@ impl Overlay {
             listings: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(1024).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            plus: PlusPolicy::default(),
+            dir_ahead,
             notifier: RwLock::new(None),
             dev_fuse: std::sync::OnceLock::new(),
             inval_tx: tx,
@@ -1064,6 +1077,10 @@ impl Overlay {
                 name: c,
                 kind: dtype_to_kind(dtype),
                 ino: self.layers.report_ino(layer, &stat_with_ino(ino)),
+                name_only: !layer.is_store()
+                    && dtype != libc::DT_UNKNOWN
+                    && dtype != libc::DT_DIR
+                    && ino < 1 << 56,
             });
         }
         // Where the rules reach into this directory (litefile entries, scratch names), the
@@ -1133,6 +1150,7 @@ impl Overlay {
                             name,
                             kind: file_type(st.st_mode),
                             ino,
+                            name_only: false,
                         };
                         match pos {
                             Some(i) => entries[i] = e,
@@ -1894,7 +1912,7 @@ macro_rules! tri {
 impl StateliteFs {
     pub(crate) fn lookup(
         &self,
-        _req: &Caller,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         reply: impl EntryReply,
@@ -1904,7 +1922,12 @@ impl StateliteFs {
         let parent = tri!(t, reply, ov.inode(parent));
         let name = tri!(t, reply, name_cstr(name));
         match tri!(t, reply, ov.do_lookup(&parent, &name)) {
-            Some((inode, st)) => self.entry(reply, &inode, &st),
+            Some((inode, st)) => {
+                if !inode.is_dir() {
+                    ov.plus.looked_up(req.pid(), parent.nodeid);
+                }
+                self.entry(reply, &inode, &st)
+            }
             None => {
                 t.failed = true;
                 // Cache the miss. In writable areas every creation goes through us; in
@@ -2624,7 +2647,7 @@ impl StateliteFs {
 
     pub(crate) fn readdirplus(
         &self,
-        _req: &Caller,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -2634,13 +2657,30 @@ impl StateliteFs {
         let mut t = ov.stats.time(Op::readdirplus);
         let dir = tri!(t, reply, ov.inode(ino));
         let entries = tri!(t, reply, ov.listing(&dir, fh, offset));
-        // Every entry is resolved. Leaving files unresolved (subdirectories in READDIRPLUS,
-        // files by plain READDIR under FUSE_READDIRPLUS_AUTO) made a walk by name 1.7x
-        // faster and one that stats every entry up to 2.6x slower (a LOOKUP per file):
-        // benches/RESULTS.md, run 6. Name-only entries inside READDIRPLUS (node id 0, which
-        // the kernel skips) would give both, but fuser writes the node id as the entry's
-        // d_ino too, and glibc's readdir drops entries whose d_ino is 0.
+        // Entries by name where this reader does not stat what it lists (see `plus`), and
+        // reading ahead where it walks (see `dir_ahead`); measured in benches/RESULTS.md,
+        // run 11.
+        let parent = dir.loc.lock().parent.as_ref().map_or(0, |p| p.nodeid);
+        let listing = ov.plus.listing(req.pid(), dir.nodeid, parent, offset == 0);
+        let mut names_only = listing.entries == Entries::NamesOnly;
+        if listing.walking
+            && offset == 0
+            && let Ok(Some((_, fd))) = dir.lower()
+        {
+            ov.dir_ahead.listed(fd);
+        }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let name = OsStr::from_bytes(e.name.to_bytes());
+            if names_only && e.name_only {
+                match reply.add_name(INodeNo(e.ino), (i + 1) as u64, e.kind, name) {
+                    Some(true) => break,
+                    Some(false) => {
+                        ov.stats.name_only_entries.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    None => names_only = false, // not over this transport
+                }
+            }
             let Ok(Some((inode, st))) = ov.do_lookup(&dir, &e.name) else {
                 continue; // vanished since opendir
             };
@@ -2648,7 +2688,7 @@ impl StateliteFs {
             if reply.add(
                 INodeNo(inode.nodeid),
                 (i + 1) as u64,
-                OsStr::from_bytes(e.name.to_bytes()),
+                name,
                 &ov.opts.ttl,
                 &attr,
                 Generation(0),

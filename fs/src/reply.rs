@@ -169,6 +169,11 @@ pub trait DirPlusReply: ErrorReply {
         attr: &FileAttr,
         generation: Generation,
     ) -> bool;
+    /// Adds an entry by name, type and inode number only (node id 0: the kernel passes it
+    /// on without making a dentry). `None` when the transport cannot send one, else true
+    /// when the buffer is full (the entry was not added).
+    fn add_name(&mut self, ino: INodeNo, offset: u64, kind: FileType, name: &OsStr)
+    -> Option<bool>;
     fn ok(self);
 }
 
@@ -311,6 +316,11 @@ impl DirPlusReply for fuser::ReplyDirectoryPlus {
         generation: Generation,
     ) -> bool {
         fuser::ReplyDirectoryPlus::add(self, ino, offset, name, ttl, attr, generation)
+    }
+    /// fuser writes the node id as the entry's d_ino too, and glibc's readdir drops
+    /// entries whose d_ino is 0.
+    fn add_name(&mut self, _: INodeNo, _: u64, _: FileType, _: &OsStr) -> Option<bool> {
+        None
     }
     fn ok(self) {
         fuser::ReplyDirectoryPlus::ok(self)

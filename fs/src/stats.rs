@@ -2,6 +2,7 @@
 //! with EROFS (for `litectl stats` and `litectl denied`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -72,6 +73,10 @@ pub struct Stats {
     pub passthrough_opens: AtomicU64,
     pub direct_opens: AtomicU64,
     pub negative_entries: AtomicU64,
+    /// READDIRPLUS entries sent by name only (see `plus`).
+    pub name_only_entries: AtomicU64,
+    /// Directories read ahead of a walk (see `dir_ahead`); shared with its thread.
+    pub dirs_read_ahead: Arc<AtomicU64>,
     pub invalidations: AtomicU64,
     pub generation_bumps: AtomicU64,
     /// Chunks of large read-only files pushed into the kernel's page cache (no-open mode).
@@ -86,6 +91,8 @@ impl Default for Stats {
             passthrough_opens: AtomicU64::new(0),
             direct_opens: AtomicU64::new(0),
             negative_entries: AtomicU64::new(0),
+            name_only_entries: AtomicU64::new(0),
+            dirs_read_ahead: Arc::default(),
             invalidations: AtomicU64::new(0),
             generation_bumps: AtomicU64::new(0),
             prefetches: AtomicU64::new(0),
@@ -128,6 +135,8 @@ pub struct StatsSnapshot {
     pub passthrough_opens: u64,
     pub direct_opens: u64,
     pub negative_entries: u64,
+    pub name_only_entries: u64,
+    pub dirs_read_ahead: u64,
     pub invalidations: u64,
     pub generation_bumps: u64,
     pub prefetches: u64,
@@ -170,6 +179,8 @@ impl Stats {
             passthrough_opens: l(&self.passthrough_opens),
             direct_opens: l(&self.direct_opens),
             negative_entries: l(&self.negative_entries),
+            name_only_entries: l(&self.name_only_entries),
+            dirs_read_ahead: l(&self.dirs_read_ahead),
             invalidations: l(&self.invalidations),
             generation_bumps: l(&self.generation_bumps),
             prefetches: l(&self.prefetches),

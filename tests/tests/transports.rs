@@ -66,15 +66,7 @@ fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
     }
     let fx = mounted(&[]);
     // The ring comes up right after the root is reported ready (/dev/fuse serves until then).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while fx.control(r#"{"cmd":"status"}"#)["transport"] != "io_uring" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ring never came up: {}",
-            fx.control(r#"{"cmd":"status"}"#)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert!(fx.ring_up());
     let before: u64 = ring_thread_switches(&fx).iter().map(|t| t.1).sum();
     // New names each time: every stat is a LOOKUP the kernel cannot answer itself.
     for i in 0..500 {
@@ -244,4 +236,114 @@ fn both_transports_give_the_same_results_for_a_real_workload() {
     let count = std::fs::read_to_string(b.m("tmp/count")).unwrap();
     assert_eq!(count.trim(), "600");
     assert_eq!(std::fs::read_to_string(b.m("tmp/color")).unwrap(), "blue");
+}
+
+fn name_only_entries(fx: &Fixture) -> u64 {
+    fx.control(r#"{"cmd":"stats"}"#)["name_only_entries"]
+        .as_u64()
+        .expect("name_only_entries in stats")
+}
+
+/// (name, d_ino, d_type is a directory) of every entry of `dir`, read by this thread.
+fn list(dir: &Path) -> Vec<(String, u64, bool)> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let is_dir = e.file_type().expect("d_type").is_dir();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.ino(),
+                is_dir,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Over the ring, a reader that lists without stat'ing gets files by name only (no
+/// resolution, no inode read) after its first listing; the names, types and inode numbers
+/// it sees are those a stat then reports; once it stats what it lists, its next listings
+/// carry attributes (no LOOKUP per entry), and a reader that never stats keeps getting
+/// names only.
+#[test]
+fn readers_that_stat_what_they_list_get_attributes_and_the_others_names_only() {
+    use std::os::unix::fs::MetadataExt;
+    if !kernel_has_ring() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let mut fx = Fixture::new(RULES);
+    write(&fx.p("img/tmp/.keep"), "");
+    write(&fx.p("img/var/lib/db/.keep"), "");
+    for f in ["hosts", "app.conf", "fstab", "motd"] {
+        write(&fx.p(&format!("img/etc/{f}")), "x\n");
+    }
+    std::os::unix::fs::symlink("hosts", fx.p("img/etc/hosts.link")).expect("symlink");
+    std::fs::create_dir(fx.p("img/etc/sub")).expect("mkdir");
+    for i in 0..40 {
+        write(&fx.p(&format!("img/usr/share/doc/pkg{i}/README")), "docs\n");
+    }
+    fx.mount();
+    assert!(fx.ring_up());
+    let fx = std::sync::Arc::new(fx);
+
+    // One thread lists var/lib/db (its first listing: with attributes), then etc/, and
+    // then stats every entry of etc/.
+    let f = fx.clone();
+    std::thread::spawn(move || {
+        let before = name_only_entries(&f);
+        assert_eq!(list(&f.m("var/lib/db")).len(), 1);
+        assert_eq!(
+            name_only_entries(&f),
+            before,
+            "a reader's first listing is full"
+        );
+        let listed = list(&f.m("etc"));
+        assert_eq!(
+            name_only_entries(&f) - before,
+            5,
+            "the four files and the symlink by name, the directory resolved: {listed:?}"
+        );
+        for (name, ino, is_dir) in &listed {
+            let md = std::fs::symlink_metadata(f.m(&format!("etc/{name}"))).expect("stat");
+            assert_eq!(
+                md.ino(),
+                *ino,
+                "{name}: d_ino is the inode number stat reports"
+            );
+            assert_eq!(md.is_dir(), *is_dir, "{name}: d_type");
+        }
+        // Seen to stat: the next listing comes with attributes, so stat'ing its entry
+        // needs no LOOKUP.
+        std::fs::metadata(f.m("usr/share/doc/pkg0")).expect("stat");
+        let before = (name_only_entries(&f), f.op_count("lookup"));
+        assert_eq!(list(&f.m("usr/share/doc/pkg0")).len(), 1);
+        std::fs::metadata(f.m("usr/share/doc/pkg0/README")).expect("stat");
+        assert_eq!((name_only_entries(&f), f.op_count("lookup")), before);
+    })
+    .join()
+    .expect("stat'ing reader");
+
+    // Another thread walks by d_type only (find -name style).
+    let f = fx.clone();
+    std::thread::spawn(move || {
+        let before = name_only_entries(&f);
+        let mut readmes = 0;
+        // Its first listing (with attributes) holds directories only.
+        for (pkg, _, is_dir) in list(&f.m("usr/share/doc")) {
+            assert!(is_dir, "{pkg}");
+            for (name, _, is_dir) in list(&f.m(&format!("usr/share/doc/{pkg}"))) {
+                assert_eq!((name.as_str(), is_dir), ("README", false));
+                readmes += 1;
+            }
+        }
+        assert_eq!(readmes, 40);
+        // pkg0's listing is in the kernel's cache (the first thread read it).
+        assert_eq!(name_only_entries(&f) - before, 39);
+    })
+    .join()
+    .expect("name-only reader");
 }

@@ -263,8 +263,6 @@ impl DirPlusReply for RingReply<'_> {
         }
         let at = self.dir_used;
         abi::put_entry_out(&mut b[at..], ttl, attr, generation.0);
-        // A node id of 0 would be an entry the kernel may not keep; mirror fuser, which
-        // sends the attributes it is given.
         abi::put_dirent(
             &mut b[at + abi::ENTRY_OUT..end],
             ino.0,
@@ -274,6 +272,28 @@ impl DirPlusReply for RingReply<'_> {
         );
         self.dir_used = end;
         false
+    }
+    fn add_name(
+        &mut self,
+        ino: INodeNo,
+        offset: u64,
+        kind: FileType,
+        name: &OsStr,
+    ) -> Option<bool> {
+        let name = name.as_bytes();
+        let size = abi::ENTRY_OUT + abi::dirent_size(name.len());
+        let Some(b) = self.big.as_deref_mut() else {
+            return Some(true);
+        };
+        let end = self.dir_used + size;
+        if end > self.limit.min(b.len()) {
+            return Some(true);
+        }
+        let at = self.dir_used;
+        b[at..at + abi::ENTRY_OUT].fill(0); // node id 0: no entry, no attributes
+        abi::put_dirent(&mut b[at + abi::ENTRY_OUT..end], ino.0, offset, kind, name);
+        self.dir_used = end;
+        Some(false)
     }
     fn ok(self) {
         self.out.big_len = Some(self.dir_used);

@@ -569,6 +569,14 @@ fn render_stats(v: &Value) -> String {
             plain(field(v, "negative_entries")),
         ),
         (
+            "listed entries sent by name only".into(),
+            plain(field(v, "name_only_entries")),
+        ),
+        (
+            "directories read ahead of a walk".into(),
+            plain(field(v, "dirs_read_ahead")),
+        ),
+        (
             "kernel cache invalidations".into(),
             plain(field(v, "invalidations")),
         ),
@@ -585,6 +593,8 @@ fn render_stats(v: &Value) -> String {
             "passthrough_opens",
             "direct_opens",
             "negative_entries",
+            "name_only_entries",
+            "dirs_read_ahead",
             "invalidations",
             "generation_bumps",
         ],

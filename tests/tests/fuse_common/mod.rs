@@ -154,6 +154,24 @@ impl Fixture {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Waits for the io_uring transport, which comes up right after the mount where the
+    /// kernel has it; false (at once) where it does not.
+    pub fn ring_up(&self) -> bool {
+        if !Path::new("/sys/module/fuse/parameters/enable_uring").exists() {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.control(r#"{"cmd":"status"}"#)["transport"] != "io_uring" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ring never came up: {}",
+                self.control(r#"{"cmd":"status"}"#)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
     /// Requests of kind `op` ("read", "getxattr", ...) the daemon has served so far.
     pub fn op_count(&self, op: &str) -> u64 {
         self.control(r#"{"cmd":"stats"}"#)["ops"]

@@ -1,0 +1,313 @@
+//! Reading ahead of a directory walk: one thread walks the image a little ahead of a
+//! reader that walks it through us, so the reader's listings find their reads cached.
+//!
+//! A cold READDIRPLUS waits on the image server for the directory's blocks (getdents) and
+//! for its subdirectories' inodes (their entries are resolved). A native walk waits for the
+//! same reads, but through us each directory also costs two round trips, and the reads
+//! and the round trips come one after the other. This thread walks the same directories
+//! in the same order (depth first, in listing order) straight on the image, with no round
+//! trips, so it soon runs ahead of the reader and the reader's waits for the server
+//! overlap with its round trips. It only reads (getdents, fstatat): nothing the daemon
+//! serves depends on it having run.
+//!
+//! Bounded: it goes at most [`AHEAD`] directories beyond the reader's latest listing, and
+//! only for readers seen walking (see `plus::PlusPolicy::listing`), so an `ls` of one
+//! directory, or a walk that stops, costs the image server little more.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lru::LruCache;
+use parking_lot::{Condvar, Mutex};
+
+use crate::sys;
+
+/// Threads reading: the image server answers several reads at once, and one thread
+/// waiting on each read in turn does not outrun the walker.
+const THREADS: usize = 3;
+/// Directories read beyond the walker's latest listing at most.
+pub const AHEAD: u32 = 64;
+/// Directories waiting to be read at most (a very wide level drops its last ones).
+const STACK: usize = 4096;
+/// Directories remembered as read (to tell a walker the thread is ahead of from one that
+/// went elsewhere).
+const SEEN: usize = 8192;
+
+/// A directory still to read.
+enum Pending {
+    /// The directory the walker listed last.
+    Dir(Arc<OwnedFd>),
+    /// A subdirectory `name` of an already read directory.
+    Child(Arc<OwnedFd>, CString),
+}
+
+#[derive(Default)]
+struct Walk {
+    /// The walker's latest listed directory, not yet taken by the thread.
+    listed: Option<Arc<OwnedFd>>,
+    /// Depth first: the back is read next.
+    stack: VecDeque<Pending>,
+    /// Directories the threads may still read before the walker lists another.
+    budget: u32,
+    /// Directories read lately, by (st_dev, st_ino).
+    seen: Option<LruCache<(u64, u64), ()>>,
+    closed: bool,
+}
+
+impl Walk {
+    fn seen(&mut self) -> &mut LruCache<(u64, u64), ()> {
+        self.seen.get_or_insert_with(|| {
+            LruCache::new(NonZeroUsize::new(SEEN).unwrap_or(NonZeroUsize::MIN))
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    walk: Mutex<Walk>,
+    wake: Condvar,
+}
+
+pub struct DirAhead {
+    shared: Arc<Shared>,
+}
+
+impl DirAhead {
+    /// Starts the threads; `done` counts the directories they read (for `litectl stats`).
+    pub fn start(done: Arc<AtomicU64>) -> std::io::Result<DirAhead> {
+        let shared = Arc::new(Shared::default());
+        for i in 0..THREADS {
+            let s = shared.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("dir-ahead-{i}"))
+                .spawn(move || {
+                    // Below every request thread: they only fill time spent waiting on reads.
+                    let p = libc::sched_param { sched_priority: 0 };
+                    // SAFETY: a plain syscall on this thread (0) with a valid parameter.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) };
+                    s.run(&done);
+                })?;
+        }
+        Ok(DirAhead { shared })
+    }
+
+    /// A walker just listed `dir` (a descriptor of its image directory).
+    pub fn listed(&self, dir: Arc<OwnedFd>) {
+        self.shared.walk.lock().listed = Some(dir);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for DirAhead {
+    fn drop(&mut self) {
+        self.shared.walk.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// (st_dev, st_ino) of a directory.
+fn identity(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
+    sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
+impl Shared {
+    fn run(&self, done: &AtomicU64) {
+        loop {
+            let next = {
+                let mut w = self.walk.lock();
+                loop {
+                    if w.closed {
+                        return;
+                    }
+                    if w.listed.is_some() || (w.budget > 0 && !w.stack.is_empty()) {
+                        break;
+                    }
+                    self.wake.wait(&mut w);
+                }
+                match w.listed.take() {
+                    Some(d) => Err(d),
+                    None => {
+                        w.budget -= 1;
+                        Ok(w.stack.pop_back())
+                    }
+                }
+            };
+            match next {
+                // Where the walker is: if the thread read that directory, it is ahead and
+                // goes on; else it starts over from there.
+                Err(listed) => {
+                    let id = identity(listed.as_fd());
+                    let mut w = self.walk.lock();
+                    let ahead = id.is_some_and(|id| w.seen().contains(&id));
+                    if !ahead {
+                        w.stack.clear();
+                        w.stack.push_back(Pending::Dir(listed));
+                    }
+                    w.budget = AHEAD;
+                }
+                Ok(Some(p)) => {
+                    let dir = match p {
+                        Pending::Dir(d) => Some(d),
+                        Pending::Child(parent, name) => {
+                            sys::open_at(parent.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY)
+                                .ok()
+                                .map(Arc::new)
+                        }
+                    };
+                    let Some(dir) = dir else { continue };
+                    if let Some(id) = identity(dir.as_fd()) {
+                        self.walk.lock().seen().put(id, ());
+                    }
+                    let children = read(&dir);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    let mut w = self.walk.lock();
+                    for name in children.into_iter().rev() {
+                        if w.stack.len() == STACK {
+                            w.stack.pop_front();
+                        }
+                        w.stack.push_back(Pending::Child(dir.clone(), name));
+                    }
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+}
+
+/// Reads `dir`'s entries and its subdirectories' inodes into the image's caches, as its
+/// READDIRPLUS will; returns the subdirectories' names in listing order.
+fn read(dir: &OwnedFd) -> Vec<CString> {
+    let Ok(entries) = sys::read_dir(dir.as_fd()) else {
+        return Vec::new();
+    };
+    let mut subdirs = Vec::new();
+    for (name, dtype, _) in entries {
+        if dtype != libc::DT_DIR && dtype != libc::DT_UNKNOWN {
+            continue;
+        }
+        let Ok(name) = CString::new(name) else {
+            continue;
+        };
+        if let Ok(st) = sys::stat_at(dir.as_fd(), &name)
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        {
+            subdirs.push(name);
+        }
+    }
+    subdirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(p: &std::path::Path) -> Arc<OwnedFd> {
+        Arc::new(OwnedFd::from(std::fs::File::open(p).expect("open")))
+    }
+
+    fn wait_for(done: &AtomicU64, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while done.load(Ordering::Relaxed) < n {
+            assert!(std::time::Instant::now() < deadline, "read ahead stalled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// A tree of `AHEAD * 3` directories, one level below the top.
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for i in 0..AHEAD * 3 {
+            std::fs::create_dir_all(d.path().join(format!("top/d{i:03}/sub"))).expect("mkdir");
+        }
+        d
+    }
+
+    #[test]
+    fn it_reads_at_most_a_budget_ahead_of_the_walker_and_goes_on_when_it_lists_again() {
+        let d = tree();
+        let done = Arc::new(AtomicU64::new(0));
+        let ahead = DirAhead::start(done.clone()).expect("start");
+        ahead.listed(open(&d.path().join("top")));
+        wait_for(&done, AHEAD as u64);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            done.load(Ordering::Relaxed),
+            AHEAD as u64,
+            "stops at the budget"
+        );
+        // The walker reaches a directory the thread already read (the first in listing
+        // order): it goes on from where it is, for another budget.
+        let first = sys::read_dir(open(&d.path().join("top")).as_fd()).expect("read_dir")[0]
+            .0
+            .clone();
+        let first = d
+            .path()
+            .join("top")
+            .join(String::from_utf8_lossy(&first).as_ref());
+        ahead.listed(open(&first));
+        wait_for(&done, 2 * AHEAD as u64);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(done.load(Ordering::Relaxed), 2 * AHEAD as u64);
+        drop(ahead);
+    }
+
+    #[test]
+    fn it_walks_depth_first_in_listing_order_and_starts_over_where_the_walker_went() {
+        let d = tree();
+        let done = Arc::new(AtomicU64::new(0));
+        let s = Arc::new(Shared::default());
+        // No thread: step the walk by hand through `run` with a budget of 3.
+        let top = open(&d.path().join("top"));
+        {
+            let mut w = s.walk.lock();
+            w.stack.push_back(Pending::Dir(top.clone()));
+            w.budget = 3;
+        }
+        let t = {
+            let s = s.clone();
+            let done = done.clone();
+            std::thread::spawn(move || s.run(&done))
+        };
+        wait_for(&done, 3);
+        let names: Vec<String> = {
+            let w = s.walk.lock();
+            w.stack
+                .iter()
+                .rev()
+                .take(2)
+                .map(|p| match p {
+                    Pending::Child(_, n) => n.to_string_lossy().into_owned(),
+                    Pending::Dir(_) => "dir".into(),
+                })
+                .collect()
+        };
+        // top, then its first subdirectory, then that one's only subdirectory were read:
+        // next come the first subdirectory's next sibling and the one after.
+        let mut listing: Vec<String> = sys::read_dir(top.as_fd())
+            .expect("read_dir")
+            .into_iter()
+            .map(|(n, _, _)| String::from_utf8_lossy(&n).into_owned())
+            .collect();
+        listing.truncate(3);
+        assert_eq!(names, listing[1..3].to_vec());
+        // The walker turns up somewhere the thread has not been: it starts over there.
+        s.walk.lock().listed = Some(open(&d.path().join("top/d100")));
+        s.wake.notify_one();
+        wait_for(&done, 5);
+        {
+            let w = s.walk.lock();
+            assert!(
+                w.stack.is_empty(),
+                "d100 and its sub read, nothing else queued"
+            );
+        }
+        s.walk.lock().closed = true;
+        s.wake.notify_all();
+        t.join().expect("thread");
+    }
+}

@@ -1,0 +1,257 @@
+//! Which READDIRPLUS replies carry the attributes of every entry.
+//!
+//! An entry's attributes cost a resolution (open, fstat, file handle): on a cold cache one
+//! inode read from the image server per entry, which a program that only reads names
+//! (`find -name`, a build's directory scan, `ls` without `-l`) never uses and a native
+//! `getdents` never pays. A program that stats what it lists (`ls -l`, `find -ls`, `du`,
+//! rsync) saves a LOOKUP round trip per entry when they come with the listing. The
+//! kernel's own heuristic (FUSE_READDIRPLUS_AUTO) decides per directory, before it can know
+//! which kind of reader it serves. This decides per reader (the calling thread):
+//!
+//! - a reader's first listing is full (an `ls -l` of one directory is a new reader each
+//!   time), its next ones are name-only for everything but directories (their entries are
+//!   always full: a walk descends into them, and its open needs the inode anyway);
+//! - when it looks up a name from one of its name-only listings, it gets full listings
+//!   from then on;
+//! - after a run of [`FULL_RUN`] full listings it is given one name-only listing again, so
+//!   a reader that stopped stat'ing what it lists is noticed.
+//!
+//! The same per-reader state tells whether a reader is walking (it lists a directory it
+//! was given in the listing before): those are read ahead of (see `dir_ahead`).
+//!
+//! A name-only entry is a READDIRPLUS entry with node id 0, which the kernel passes on to
+//! the reader without creating a dentry (fs/fuse/readdir.c, `fuse_direntplus_link`).
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Full listings a reader gets after it was seen to stat, before it is probed again.
+pub const FULL_RUN: u32 = 64;
+/// Listings a reader counts as walking after it last listed a directory it had just been
+/// given.
+pub const WALK_RUN: u32 = 256;
+/// Name-only listings per reader that a lookup is matched against.
+const PROBES: usize = 4;
+/// Readers remembered (threads listing directories at the same time).
+const READERS: usize = 256;
+/// Slots of the lock-free filter LOOKUP checks before taking the lock.
+const SLOTS: usize = 64;
+
+/// How to answer one READDIRPLUS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Entries,
+    /// The reader lists a directory found in one of its last listings: a walk.
+    pub walking: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entries {
+    /// Every entry resolved, with attributes.
+    Full,
+    /// Directories resolved, other entries by name, type and inode number only.
+    NamesOnly,
+}
+
+struct Reader {
+    /// Full listings left before the next probe.
+    full_left: u32,
+    /// Directories most recently listed name-only for this reader (0: none).
+    probes: [u64; PROBES],
+    next: usize,
+    /// Directories this reader listed last (0: none), for `Listing::walking`.
+    listed: [u64; PROBES],
+    next_listed: usize,
+    /// Listings left for which the reader counts as walking: a depth-first walk lists a
+    /// directory whose parent it listed long before whenever it comes back up.
+    walk_left: u32,
+}
+
+impl Reader {
+    fn new() -> Reader {
+        Reader {
+            full_left: 1,
+            probes: [0; PROBES],
+            next: 0,
+            listed: [0; PROBES],
+            next_listed: 0,
+            walk_left: 0,
+        }
+    }
+}
+
+pub struct PlusPolicy {
+    readers: Mutex<LruCache<u32, Reader>>,
+    /// Directories some reader was given name-only, by `slot(dir)`: a LOOKUP under any
+    /// other directory (nearly all of them) needs no lock.
+    recent: [AtomicU64; SLOTS],
+}
+
+fn slot(dir: u64) -> usize {
+    (dir.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SLOTS
+}
+
+impl Default for PlusPolicy {
+    fn default() -> Self {
+        PlusPolicy {
+            readers: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(READERS).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            recent: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl PlusPolicy {
+    /// How to answer a READDIRPLUS of `dir` (a subdirectory of `parent`) from thread
+    /// `pid`. `first`: the read starts at offset 0; the rest of a large directory is
+    /// answered as its start was, without counting as another listing.
+    pub fn listing(&self, pid: u32, dir: u64, parent: u64, first: bool) -> Listing {
+        let mut readers = self.readers.lock();
+        let r = readers.get_or_insert_mut(pid, Reader::new);
+        let descends = parent != 0 && r.listed.contains(&parent);
+        if first {
+            r.walk_left = if descends {
+                WALK_RUN
+            } else {
+                r.walk_left.saturating_sub(1)
+            };
+        }
+        let walking = descends || r.walk_left > 0;
+        if !first {
+            let entries = if r.probes.contains(&dir) {
+                Entries::NamesOnly
+            } else {
+                Entries::Full
+            };
+            return Listing { entries, walking };
+        }
+        if !r.listed.contains(&dir) {
+            r.listed[r.next_listed] = dir;
+            r.next_listed = (r.next_listed + 1) % PROBES;
+        }
+        if r.full_left > 0 {
+            r.full_left -= 1;
+            return Listing {
+                entries: Entries::Full,
+                walking,
+            };
+        }
+        if !r.probes.contains(&dir) {
+            r.probes[r.next] = dir;
+            r.next = (r.next + 1) % PROBES;
+        }
+        self.recent[slot(dir)].store(dir, Ordering::Relaxed);
+        Listing {
+            entries: Entries::NamesOnly,
+            walking,
+        }
+    }
+
+    /// Thread `pid` looked up a name that is not a directory under `parent`.
+    pub fn looked_up(&self, pid: u32, parent: u64) {
+        if self.recent[slot(parent)].load(Ordering::Relaxed) != parent {
+            return;
+        }
+        let mut readers = self.readers.lock();
+        if let Some(r) = readers.get_mut(&pid)
+            && r.probes.contains(&parent)
+        {
+            r.full_left = FULL_RUN;
+            r.probes = [0; PROBES];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(p: &PlusPolicy, pid: u32, dir: u64) -> Entries {
+        p.listing(pid, dir, 1, true).entries
+    }
+
+    /// A policy whose readers 7 and 8 are past their first listing.
+    fn policy() -> PlusPolicy {
+        let p = PlusPolicy::default();
+        for pid in [7, 8] {
+            assert_eq!(
+                entries(&p, pid, 50),
+                Entries::Full,
+                "a reader's first listing"
+            );
+        }
+        p
+    }
+
+    #[test]
+    fn a_reader_that_stats_what_it_lists_gets_full_listings_until_the_next_probe() {
+        let p = policy();
+        assert_eq!(entries(&p, 7, 100), Entries::NamesOnly);
+        assert_eq!(entries(&p, 7, 101), Entries::NamesOnly, "no lookup seen");
+        p.looked_up(7, 100);
+        for d in 0..FULL_RUN as u64 {
+            assert_eq!(entries(&p, 7, 200 + d), Entries::Full);
+        }
+        assert_eq!(entries(&p, 7, 999), Entries::NamesOnly, "probed again");
+        assert_eq!(
+            entries(&p, 7, 1000),
+            Entries::NamesOnly,
+            "and it did not stat"
+        );
+    }
+
+    #[test]
+    fn lookups_count_only_for_the_reader_and_directories_they_were_listed_for() {
+        let p = policy();
+        assert_eq!(entries(&p, 7, 100), Entries::NamesOnly);
+        p.looked_up(8, 100); // another thread
+        p.looked_up(7, 555); // a directory 7 was not given name-only
+        assert_eq!(entries(&p, 7, 101), Entries::NamesOnly);
+        assert_eq!(entries(&p, 8, 100), Entries::NamesOnly);
+        // A walker that lists a few directories before it stats their entries.
+        for d in 102..102 + PROBES as u64 - 1 {
+            assert_eq!(entries(&p, 7, d), Entries::NamesOnly);
+        }
+        p.looked_up(7, 101);
+        assert_eq!(entries(&p, 7, 300), Entries::Full);
+    }
+
+    #[test]
+    fn the_rest_of_a_large_directory_is_answered_as_its_start_and_is_not_a_new_listing() {
+        let p = policy();
+        assert_eq!(entries(&p, 7, 100), Entries::NamesOnly);
+        p.looked_up(7, 100);
+        assert_eq!(entries(&p, 7, 101), Entries::Full);
+        for _ in 0..3 * FULL_RUN {
+            assert_eq!(p.listing(7, 101, 1, false).entries, Entries::Full);
+        }
+        // Only one of the run was used up.
+        for d in 0..FULL_RUN as u64 - 1 {
+            assert_eq!(entries(&p, 7, 200 + d), Entries::Full);
+        }
+        assert_eq!(entries(&p, 7, 999), Entries::NamesOnly);
+        assert_eq!(p.listing(7, 999, 1, false).entries, Entries::NamesOnly);
+    }
+
+    #[test]
+    fn a_reader_that_lists_a_directory_from_its_last_listings_is_walking_for_a_while() {
+        let p = PlusPolicy::default();
+        assert!(!p.listing(7, 100, 1, true).walking, "first listing");
+        assert!(
+            p.listing(7, 101, 100, true).walking,
+            "a subdirectory of 100"
+        );
+        assert!(p.listing(7, 102, 101, false).walking);
+        assert!(!p.listing(8, 103, 101, true).walking, "another reader");
+        // Back up to a directory whose parent was listed long ago: still the same walk.
+        for d in 0..WALK_RUN as u64 - 1 {
+            assert!(p.listing(7, 1000 + d, 555, true).walking);
+        }
+        assert!(
+            !p.listing(7, 104, 555, true).walking,
+            "no descent for a whole run"
+        );
+    }
+}

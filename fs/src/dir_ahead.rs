@@ -10,9 +10,17 @@
 //! overlap with its round trips. It only reads (getdents, fstatat): nothing the daemon
 //! serves depends on it having run.
 //!
-//! Bounded: it goes at most [`AHEAD`] directories beyond the reader's latest listing, and
-//! only for readers seen walking (see `plus::PlusPolicy::listing`), so an `ls` of one
-//! directory, or a walk that stops, costs the image server little more.
+//! A walk by path (`lstat` of every entry by full path, as `find -ls` over a list or an
+//! rsync of a file list does) costs a LOOKUP per entry, each waiting on the image for the
+//! directory's blocks and the entry's inode: for such a walker (see
+//! `plus::PlusPolicy::entered`) the threads read every entry's inode, not only the
+//! subdirectories', and since it goes in name order rather than in listing order, a
+//! directory it reaches is put first without dropping what was queued.
+//!
+//! Bounded: it goes at most [`AHEAD`] directories beyond the reader's latest listing or
+//! directory lookup, at most [`ENTRIES`] inodes per directory, and only for readers seen
+//! walking (see `plus::PlusPolicy::listing`), so an `ls` of one directory, resolving a
+//! path, or a walk that stops, costs the image server little more.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -33,6 +41,8 @@ const THREADS: usize = 3;
 pub const AHEAD: u32 = 64;
 /// Directories waiting to be read at most (a very wide level drops its last ones).
 const STACK: usize = 4096;
+/// Entries other than subdirectories whose inodes are read per directory, at most.
+const ENTRIES: usize = 1024;
 /// Directories remembered as read (to tell a walker the thread is ahead of from one that
 /// went elsewhere).
 const SEEN: usize = 8192;
@@ -53,6 +63,9 @@ struct Walk {
     stack: VecDeque<Pending>,
     /// Directories the threads may still read before the walker lists another.
     budget: u32,
+    /// The walker stats what it finds (a walk by path): every entry's inode is read, not
+    /// only the subdirectories'.
+    every_entry: bool,
     /// Directories read lately, by (st_dev, st_ino).
     seen: Option<LruCache<(u64, u64), ()>>,
     closed: bool,
@@ -96,9 +109,13 @@ impl DirAhead {
         Ok(DirAhead { shared })
     }
 
-    /// A walker just listed `dir` (a descriptor of its image directory).
-    pub fn listed(&self, dir: Arc<OwnedFd>) {
-        self.shared.walk.lock().listed = Some(dir);
+    /// A walker just listed `dir` (a descriptor of its image directory); `every_entry`:
+    /// it looks up names one by one (a stat walk by path) rather than listing.
+    pub fn listed(&self, dir: Arc<OwnedFd>, every_entry: bool) {
+        let mut w = self.shared.walk.lock();
+        w.listed = Some(dir);
+        w.every_entry = every_entry;
+        drop(w);
         self.shared.wake.notify_one();
     }
 }
@@ -133,7 +150,7 @@ impl Shared {
                     Some(d) => Err(d),
                     None => {
                         w.budget -= 1;
-                        Ok(w.stack.pop_back())
+                        Ok((w.stack.pop_back(), w.every_entry))
                     }
                 }
             };
@@ -145,12 +162,16 @@ impl Shared {
                     let mut w = self.walk.lock();
                     let ahead = id.is_some_and(|id| w.seen().contains(&id));
                     if !ahead {
-                        w.stack.clear();
+                        // A walk by path goes in name order, not in listing order: what
+                        // is queued is still ahead of it, the new place just comes first.
+                        if !w.every_entry {
+                            w.stack.clear();
+                        }
                         w.stack.push_back(Pending::Dir(listed));
                     }
                     w.budget = AHEAD;
                 }
-                Ok(Some(p)) => {
+                Ok((Some(p), every_entry)) => {
                     let dir = match p {
                         Pending::Dir(d) => Some(d),
                         Pending::Child(parent, name) => {
@@ -163,7 +184,7 @@ impl Shared {
                     if let Some(id) = identity(dir.as_fd()) {
                         self.walk.lock().seen().put(id, ());
                     }
-                    let children = read(&dir);
+                    let children = read(&dir, every_entry);
                     done.fetch_add(1, Ordering::Relaxed);
                     let mut w = self.walk.lock();
                     for name in children.into_iter().rev() {
@@ -173,7 +194,7 @@ impl Shared {
                         w.stack.push_back(Pending::Child(dir.clone(), name));
                     }
                 }
-                Ok(None) => {}
+                Ok((None, _)) => {}
             }
         }
     }
@@ -181,13 +202,17 @@ impl Shared {
 
 /// Reads `dir`'s entries and its subdirectories' inodes into the image's caches, as its
 /// READDIRPLUS will; returns the subdirectories' names in listing order.
-fn read(dir: &OwnedFd) -> Vec<CString> {
+fn read(dir: &OwnedFd, every_entry: bool) -> Vec<CString> {
     let Ok(entries) = sys::read_dir(dir.as_fd()) else {
         return Vec::new();
     };
     let mut subdirs = Vec::new();
-    for (name, dtype, _) in entries {
-        if dtype != libc::DT_DIR && dtype != libc::DT_UNKNOWN {
+    for (i, (name, dtype, _)) in entries.into_iter().enumerate() {
+        let is_dir = dtype == libc::DT_DIR || dtype == libc::DT_UNKNOWN;
+        if !is_dir && i >= ENTRIES {
+            continue; // a huge flat directory: its first entries only
+        }
+        if !every_entry && !is_dir {
             continue;
         }
         let Ok(name) = CString::new(name) else {
@@ -232,7 +257,7 @@ mod tests {
         let d = tree();
         let done = Arc::new(AtomicU64::new(0));
         let ahead = DirAhead::start(done.clone()).expect("start");
-        ahead.listed(open(&d.path().join("top")));
+        ahead.listed(open(&d.path().join("top")), false);
         wait_for(&done, AHEAD as u64);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(
@@ -249,7 +274,7 @@ mod tests {
             .path()
             .join("top")
             .join(String::from_utf8_lossy(&first).as_ref());
-        ahead.listed(open(&first));
+        ahead.listed(open(&first), false);
         wait_for(&done, 2 * AHEAD as u64);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(done.load(Ordering::Relaxed), 2 * AHEAD as u64);

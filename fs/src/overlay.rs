@@ -1925,6 +1925,10 @@ impl StateliteFs {
             Some((inode, st)) => {
                 if !inode.is_dir() {
                     ov.plus.looked_up(req.pid(), parent.nodeid);
+                } else if ov.plus.entered(req.pid(), parent.nodeid)
+                    && let Ok(Some((_, fd))) = inode.lower()
+                {
+                    ov.dir_ahead.listed(fd, true);
                 }
                 self.entry(reply, &inode, &st)
             }
@@ -2667,7 +2671,7 @@ impl StateliteFs {
             && offset == 0
             && let Ok(Some((_, fd))) = dir.lower()
         {
-            ov.dir_ahead.listed(fd);
+            ov.dir_ahead.listed(fd, false);
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = OsStr::from_bytes(e.name.to_bytes());

@@ -66,6 +66,10 @@ struct Reader {
     /// Listings left for which the reader counts as walking: a depth-first walk lists a
     /// directory whose parent it listed long before whenever it comes back up.
     walk_left: u32,
+    /// Parents of the directories this reader looked up last, with how many it looked up
+    /// under each, for `entered`.
+    parents: [(u64, u8); PROBES],
+    next_parent: usize,
 }
 
 impl Reader {
@@ -77,6 +81,8 @@ impl Reader {
             listed: [0; PROBES],
             next_listed: 0,
             walk_left: 0,
+            parents: [(0, 0); PROBES],
+            next_parent: 0,
         }
     }
 }
@@ -147,6 +153,32 @@ impl PlusPolicy {
             entries: Entries::NamesOnly,
             walking,
         }
+    }
+
+    /// Thread `pid` looked up directory `dir` under `parent`: whether it walks the tree by
+    /// name, as a stat walk by path does. Resolving one path looks up one directory per
+    /// level; a walk comes back for the siblings: a reader counts as walking once it looked
+    /// up two directories under one parent, and for [`WALK_RUN`] directory lookups after.
+    pub fn entered(&self, pid: u32, parent: u64) -> bool {
+        let mut readers = self.readers.lock();
+        let r = readers.get_or_insert_mut(pid, Reader::new);
+        let siblings = match r.parents.iter_mut().find(|(p, _)| *p == parent) {
+            Some((_, n)) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => {
+                r.parents[r.next_parent] = (parent, 1);
+                r.next_parent = (r.next_parent + 1) % PROBES;
+                1
+            }
+        };
+        r.walk_left = if siblings >= 2 {
+            WALK_RUN
+        } else {
+            r.walk_left.saturating_sub(1)
+        };
+        r.walk_left > 0
     }
 
     /// Thread `pid` looked up a name that is not a directory under `parent`.
@@ -253,5 +285,22 @@ mod tests {
             !p.listing(7, 104, 555, true).walking,
             "no descent for a whole run"
         );
+    }
+
+    #[test]
+    fn resolving_paths_is_not_a_walk_but_looking_up_sibling_directories_is() {
+        let p = PlusPolicy::default();
+        // usr, usr/lib, usr/lib/x: one directory per level.
+        assert!(!p.entered(7, 1));
+        assert!(!p.entered(7, 10));
+        assert!(!p.entered(7, 11));
+        // Another process resolving the same kind of path.
+        assert!(!p.entered(8, 1));
+        // A walk: a second directory under usr/lib, then deeper and back up for a while.
+        assert!(p.entered(7, 11));
+        for d in 0..WALK_RUN as u64 - 1 {
+            assert!(p.entered(7, 1000 + d), "still walking");
+        }
+        assert!(!p.entered(7, 5000), "no sibling for a whole run");
     }
 }

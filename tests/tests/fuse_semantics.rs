@@ -1127,3 +1127,60 @@ fn a_name_found_absent_before_an_image_update_is_not_created_over_the_image() {
     assert_eq!(errno_of(r), libc::EEXIST);
     assert_eq!(read(&fx, "tmp/late"), "from the image\n");
 }
+
+/// A walk by path (lstat of every entry by full path, in name order) is read ahead of:
+/// the daemon's threads read the directories and inodes it will look up next. Resolving
+/// paths, one process each (`cat` of deep files), is not a walk and reads nothing ahead.
+#[test]
+fn a_walk_by_path_is_read_ahead_of_and_resolving_paths_is_not() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    for d in 0..20 {
+        for f in 0..5 {
+            write(
+                &fx.p(&format!("img/usr/share/walk/d{d:02}/sub/f{f}")),
+                "x\n",
+            );
+        }
+    }
+    fx.mount();
+    let ahead = |fx: &Fixture| {
+        fx.control(r#"{"cmd":"stats"}"#)["dirs_read_ahead"]
+            .as_u64()
+            .expect("dirs_read_ahead in stats")
+    };
+    for d in [3, 7, 11, 15, 19] {
+        let st = Command::new("cat")
+            .arg(fx.m(&format!("usr/share/walk/d{d:02}/sub/f0")))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(ahead(&fx), 0, "five path resolutions are not a walk");
+    // find-style, by path, in name order.
+    let mut seen = 0;
+    for d in 0..20 {
+        let dir = format!("usr/share/walk/d{d:02}");
+        fs::symlink_metadata(fx.m(&dir)).unwrap();
+        fs::symlink_metadata(fx.m(&format!("{dir}/sub"))).unwrap();
+        for f in 0..5 {
+            assert!(
+                fs::symlink_metadata(fx.m(&format!("{dir}/sub/f{f}")))
+                    .unwrap()
+                    .is_file()
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ahead(&fx) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the walk by path was not read ahead of"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

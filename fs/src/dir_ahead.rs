@@ -1,10 +1,10 @@
-//! Reading ahead of a directory walk: one thread walks the image a little ahead of a
+//! Reading ahead of a directory walk: a few threads walk the image a little ahead of a
 //! reader that walks it through us, so the reader's listings find their reads cached.
 //!
 //! A cold READDIRPLUS waits on the image server for the directory's blocks (getdents) and
 //! for its subdirectories' inodes (their entries are resolved). A native walk waits for the
 //! same reads, but through us each directory also costs two round trips, and the reads
-//! and the round trips come one after the other. This thread walks the same directories
+//! and the round trips come one after the other. The threads walk the same directories
 //! in the same order (depth first, in listing order) straight on the image, with no round
 //! trips, so it soon runs ahead of the reader and the reader's waits for the server
 //! overlap with its round trips. It only reads (getdents, fstatat): nothing the daemon

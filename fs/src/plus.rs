@@ -54,15 +54,32 @@ pub enum Entries {
     NamesOnly,
 }
 
+/// The last few directories of some kind (0: none), oldest replaced first.
+#[derive(Clone, Copy, Default)]
+struct Recent {
+    dirs: [u64; PROBES],
+    next: usize,
+}
+
+impl Recent {
+    fn contains(&self, dir: u64) -> bool {
+        self.dirs.contains(&dir)
+    }
+    fn remember(&mut self, dir: u64) {
+        if !self.contains(dir) {
+            self.dirs[self.next] = dir;
+            self.next = (self.next + 1) % PROBES;
+        }
+    }
+}
+
 struct Reader {
     /// Full listings left before the next probe.
     full_left: u32,
-    /// Directories most recently listed name-only for this reader (0: none).
-    probes: [u64; PROBES],
-    next: usize,
-    /// Directories this reader listed last (0: none), for `Listing::walking`.
-    listed: [u64; PROBES],
-    next_listed: usize,
+    /// Directories most recently listed name-only for this reader.
+    probes: Recent,
+    /// Directories this reader listed last, for `Listing::walking`.
+    listed: Recent,
     /// Listings left for which the reader counts as walking: a depth-first walk lists a
     /// directory whose parent it listed long before whenever it comes back up.
     walk_left: u32,
@@ -76,14 +93,23 @@ impl Reader {
     fn new() -> Reader {
         Reader {
             full_left: 1,
-            probes: [0; PROBES],
-            next: 0,
-            listed: [0; PROBES],
-            next_listed: 0,
+            probes: Recent::default(),
+            listed: Recent::default(),
             walk_left: 0,
             parents: [(0, 0); PROBES],
             next_parent: 0,
         }
+    }
+
+    /// Counts one more listing or directory lookup of a walk; `confirmed`: this one shows
+    /// the reader walking. Whether it counts as walking now.
+    fn walks(&mut self, confirmed: bool) -> bool {
+        self.walk_left = if confirmed {
+            WALK_RUN
+        } else {
+            self.walk_left.saturating_sub(1)
+        };
+        self.walk_left > 0
     }
 }
 
@@ -116,27 +142,18 @@ impl PlusPolicy {
     pub fn listing(&self, pid: u32, dir: u64, parent: u64, first: bool) -> Listing {
         let mut readers = self.readers.lock();
         let r = readers.get_or_insert_mut(pid, Reader::new);
-        let descends = parent != 0 && r.listed.contains(&parent);
-        if first {
-            r.walk_left = if descends {
-                WALK_RUN
-            } else {
-                r.walk_left.saturating_sub(1)
-            };
-        }
-        let walking = descends || r.walk_left > 0;
+        let descends = parent != 0 && r.listed.contains(parent);
         if !first {
-            let entries = if r.probes.contains(&dir) {
+            let walking = descends || r.walk_left > 0;
+            let entries = if r.probes.contains(dir) {
                 Entries::NamesOnly
             } else {
                 Entries::Full
             };
             return Listing { entries, walking };
         }
-        if !r.listed.contains(&dir) {
-            r.listed[r.next_listed] = dir;
-            r.next_listed = (r.next_listed + 1) % PROBES;
-        }
+        let walking = r.walks(descends);
+        r.listed.remember(dir);
         if r.full_left > 0 {
             r.full_left -= 1;
             return Listing {
@@ -144,10 +161,7 @@ impl PlusPolicy {
                 walking,
             };
         }
-        if !r.probes.contains(&dir) {
-            r.probes[r.next] = dir;
-            r.next = (r.next + 1) % PROBES;
-        }
+        r.probes.remember(dir);
         self.recent[slot(dir)].store(dir, Ordering::Relaxed);
         Listing {
             entries: Entries::NamesOnly,
@@ -155,7 +169,7 @@ impl PlusPolicy {
         }
     }
 
-    /// Thread `pid` looked up directory `dir` under `parent`: whether it walks the tree by
+    /// Thread `pid` looked up a directory under `parent`: whether it walks the tree by
     /// name, as a stat walk by path does. Resolving one path looks up one directory per
     /// level; a walk comes back for the siblings: a reader counts as walking once it looked
     /// up two directories under one parent, and for [`WALK_RUN`] directory lookups after.
@@ -173,12 +187,7 @@ impl PlusPolicy {
                 1
             }
         };
-        r.walk_left = if siblings >= 2 {
-            WALK_RUN
-        } else {
-            r.walk_left.saturating_sub(1)
-        };
-        r.walk_left > 0
+        r.walks(siblings >= 2)
     }
 
     /// Thread `pid` looked up a name that is not a directory under `parent`.
@@ -188,10 +197,10 @@ impl PlusPolicy {
         }
         let mut readers = self.readers.lock();
         if let Some(r) = readers.get_mut(&pid)
-            && r.probes.contains(&parent)
+            && r.probes.contains(parent)
         {
             r.full_left = FULL_RUN;
-            r.probes = [0; PROBES];
+            r.probes = Recent::default();
         }
     }
 }

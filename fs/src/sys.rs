@@ -374,9 +374,9 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 /// The entries of directory `dir` (any descriptor of it, `O_PATH` too) as (name, d_type,
 /// d_ino), without `.` and `..`.
 ///
-/// By `getdents64` on a descriptor of its own: `fdopendir`/`readdir` cost three more system
-/// calls per listing (two `fcntl`s and an `fstat`, and an `lseek` when the stream is
-/// rewound), a tenth of a cold READDIRPLUS (benches/RESULTS.md, run 11).
+/// By `getdents64` on a descriptor of its own: `fdopendir`/`readdir` cost four more system
+/// calls per listing (two `fcntl`s, an `fstat`, and an `lseek` when the stream is rewound;
+/// ~5 µs of the ~60 µs a cold directory costs: benches/RESULTS.md, run 11).
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8, u64)>> {
     let fd = open_at(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
     let mut buf = vec![0u8; 32 * 1024];

@@ -222,19 +222,25 @@ impl LseekReply for RingReply<'_> {
         });
     }
 }
+impl RingReply<'_> {
+    /// The next `size` bytes of a directory reply, taken; None when they do not fit.
+    fn dir_room(&mut self, size: usize) -> Option<&mut [u8]> {
+        let b = self.big.as_deref_mut()?;
+        let (at, end) = (self.dir_used, self.dir_used + size);
+        if end > self.limit.min(b.len()) {
+            return None;
+        }
+        self.dir_used = end;
+        Some(&mut b[at..end])
+    }
+}
 impl DirReply for RingReply<'_> {
     fn add(&mut self, ino: INodeNo, offset: u64, kind: FileType, name: &OsStr) -> bool {
         let name = name.as_bytes();
-        let size = abi::dirent_size(name.len());
-        let Some(b) = self.big.as_deref_mut() else {
+        let Some(b) = self.dir_room(abi::dirent_size(name.len())) else {
             return true;
         };
-        let end = self.dir_used + size;
-        if end > self.limit.min(b.len()) {
-            return true;
-        }
-        abi::put_dirent(&mut b[self.dir_used..end], ino.0, offset, kind, name);
-        self.dir_used = end;
+        abi::put_dirent(b, ino.0, offset, kind, name);
         false
     }
     fn ok(self) {
@@ -253,24 +259,11 @@ impl DirPlusReply for RingReply<'_> {
         generation: Generation,
     ) -> bool {
         let name = name.as_bytes();
-        let size = abi::ENTRY_OUT + abi::dirent_size(name.len());
-        let Some(b) = self.big.as_deref_mut() else {
+        let Some(b) = self.dir_room(abi::ENTRY_OUT + abi::dirent_size(name.len())) else {
             return true;
         };
-        let end = self.dir_used + size;
-        if end > self.limit.min(b.len()) {
-            return true;
-        }
-        let at = self.dir_used;
-        abi::put_entry_out(&mut b[at..], ttl, attr, generation.0);
-        abi::put_dirent(
-            &mut b[at + abi::ENTRY_OUT..end],
-            ino.0,
-            offset,
-            attr.kind,
-            name,
-        );
-        self.dir_used = end;
+        abi::put_entry_out(b, ttl, attr, generation.0);
+        abi::put_dirent(&mut b[abi::ENTRY_OUT..], ino.0, offset, attr.kind, name);
         false
     }
     fn add_name(
@@ -281,18 +274,11 @@ impl DirPlusReply for RingReply<'_> {
         name: &OsStr,
     ) -> Option<bool> {
         let name = name.as_bytes();
-        let size = abi::ENTRY_OUT + abi::dirent_size(name.len());
-        let Some(b) = self.big.as_deref_mut() else {
+        let Some(b) = self.dir_room(abi::ENTRY_OUT + abi::dirent_size(name.len())) else {
             return Some(true);
         };
-        let end = self.dir_used + size;
-        if end > self.limit.min(b.len()) {
-            return Some(true);
-        }
-        let at = self.dir_used;
-        b[at..at + abi::ENTRY_OUT].fill(0); // node id 0: no entry, no attributes
-        abi::put_dirent(&mut b[at + abi::ENTRY_OUT..end], ino.0, offset, kind, name);
-        self.dir_used = end;
+        b[..abi::ENTRY_OUT].fill(0); // node id 0: no entry, no attributes
+        abi::put_dirent(&mut b[abi::ENTRY_OUT..], ino.0, offset, kind, name);
         Some(false)
     }
     fn ok(self) {

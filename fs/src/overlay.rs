@@ -416,7 +416,7 @@ impl Overlay {
         let (tx, rx) = crossbeam::channel::unbounded();
         let (ptx, prx) = crossbeam::channel::bounded::<(u64, u64)>(256);
         let stats = Stats::default();
-        let dir_ahead = DirAhead::start(stats.dirs_read_ahead.clone())?;
+        let dir_ahead = DirAhead::start(stats.read_ahead.clone())?;
         let ov = Arc::new(Overlay {
             prefetch_tx: ptx,
             prefetched: Mutex::new(HashSet::new()),
@@ -1925,10 +1925,13 @@ impl StateliteFs {
             Some((inode, st)) => {
                 if !inode.is_dir() {
                     ov.plus.looked_up(req.pid(), parent.nodeid);
-                } else if ov.plus.entered(req.pid(), parent.nodeid)
-                    && let Ok(Some((_, fd))) = inode.lower()
-                {
-                    ov.dir_ahead.listed(fd, true);
+                } else {
+                    let walk = ov.plus.entered(req.pid(), parent.nodeid);
+                    if walk.walking
+                        && let Ok(Some((_, fd))) = inode.lower()
+                    {
+                        ov.dir_ahead.listed(fd, true, walk.reads_files);
+                    }
                 }
                 self.entry(reply, &inode, &st)
             }
@@ -2408,13 +2411,7 @@ impl StateliteFs {
         self.entry(reply, &inode, &st);
     }
 
-    pub(crate) fn open(
-        &self,
-        _req: &Caller,
-        ino: INodeNo,
-        flags: OpenFlags,
-        reply: impl OpenReply,
-    ) {
+    pub(crate) fn open(&self, req: &Caller, ino: INodeNo, flags: OpenFlags, reply: impl OpenReply) {
         let ov = &self.0;
         let mut t = ov.stats.time(Op::open);
         let inode = tri!(t, reply, ov.inode(ino));
@@ -2430,6 +2427,13 @@ impl StateliteFs {
             reply,
             ov.open_inode(&inode, flags.0, None, |f| ov.open_backing(f.as_fd()))
         );
+        if file.cached && flags.0 & libc::O_ACCMODE == libc::O_RDONLY && !inode.is_copied_up() {
+            // A small file of the image read through the page cache: a walker reading the
+            // files it walks has their data read ahead (see `dir_ahead`).
+            if let Some(dir) = inode.parent() {
+                ov.plus.opened(req.pid(), dir.nodeid);
+            }
+        }
         let fh = ov.new_handle();
         let backing = file._backing.clone();
         ov.files.lock().insert(fh, Arc::new(file));
@@ -2671,7 +2675,7 @@ impl StateliteFs {
             && offset == 0
             && let Ok(Some((_, fd))) = dir.lower()
         {
-            ov.dir_ahead.listed(fd, false);
+            ov.dir_ahead.listed(fd, false, listing.reads_files);
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = OsStr::from_bytes(e.name.to_bytes());

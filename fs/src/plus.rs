@@ -17,7 +17,9 @@
 //!   a reader that stopped stat'ing what it lists is noticed.
 //!
 //! The same per-reader state tells whether a reader is walking (it lists a directory it
-//! was given in the listing before): those are read ahead of (see `dir_ahead`).
+//! was given in the listing before): those are read ahead of (see `dir_ahead`), and
+//! whether it reads the files it walks (it opens files in one directory after another):
+//! for those the files' data is read ahead too.
 //!
 //! A name-only entry is a READDIRPLUS entry with node id 0, which the kernel passes on to
 //! the reader without creating a dentry (fs/fuse/readdir.c, `fuse_direntplus_link`).
@@ -31,6 +33,9 @@ pub const FULL_RUN: u32 = 64;
 /// Listings a reader counts as walking after it last listed a directory it had just been
 /// given.
 pub const WALK_RUN: u32 = 256;
+/// Listings and directory lookups a reader counts as reading the files it walks after it
+/// last opened a file in a directory other than its previous file's.
+pub const READ_RUN: u32 = 16;
 /// Name-only listings per reader that a lookup is matched against.
 const PROBES: usize = 4;
 /// Readers remembered (threads listing directories at the same time).
@@ -44,6 +49,17 @@ pub struct Listing {
     pub entries: Entries,
     /// The reader lists a directory found in one of its last listings: a walk.
     pub walking: bool,
+    /// It also reads the files it walks (see [`PlusPolicy::opened`]).
+    pub reads_files: bool,
+}
+
+/// What a directory lookup shows of its reader (see [`PlusPolicy::entered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entered {
+    /// It walks the tree by name.
+    pub walking: bool,
+    /// It also reads the files it walks.
+    pub reads_files: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +103,12 @@ struct Reader {
     /// under each, for `entered`.
     parents: [(u64, u8); PROBES],
     next_parent: usize,
+    /// The directory of the last file this reader opened (0: none yet), and in how many
+    /// directories in a row (up to 2) it opened files, for `reads_files`.
+    read_dir: u64,
+    read_dirs: u8,
+    /// Listings and directory lookups left for which it counts as reading what it walks.
+    read_left: u32,
 }
 
 impl Reader {
@@ -98,6 +120,9 @@ impl Reader {
             walk_left: 0,
             parents: [(0, 0); PROBES],
             next_parent: 0,
+            read_dir: 0,
+            read_dirs: 0,
+            read_left: 0,
         }
     }
 
@@ -109,7 +134,12 @@ impl Reader {
         } else {
             self.walk_left.saturating_sub(1)
         };
+        self.read_left = self.read_left.saturating_sub(1);
         self.walk_left > 0
+    }
+
+    fn reads_files(&self) -> bool {
+        self.read_left > 0
     }
 }
 
@@ -150,15 +180,22 @@ impl PlusPolicy {
             } else {
                 Entries::Full
             };
-            return Listing { entries, walking };
+            let reads_files = r.reads_files();
+            return Listing {
+                entries,
+                walking,
+                reads_files,
+            };
         }
         let walking = r.walks(descends);
+        let reads_files = r.reads_files();
         r.listed.remember(dir);
         if r.full_left > 0 {
             r.full_left -= 1;
             return Listing {
                 entries: Entries::Full,
                 walking,
+                reads_files,
             };
         }
         r.probes.remember(dir);
@@ -166,6 +203,7 @@ impl PlusPolicy {
         Listing {
             entries: Entries::NamesOnly,
             walking,
+            reads_files,
         }
     }
 
@@ -173,7 +211,7 @@ impl PlusPolicy {
     /// name, as a stat walk by path does. Resolving one path looks up one directory per
     /// level; a walk comes back for the siblings: a reader counts as walking once it looked
     /// up two directories under one parent, and for [`WALK_RUN`] directory lookups after.
-    pub fn entered(&self, pid: u32, parent: u64) -> bool {
+    pub fn entered(&self, pid: u32, parent: u64) -> Entered {
         let mut readers = self.readers.lock();
         let r = readers.get_or_insert_mut(pid, Reader::new);
         let siblings = match r.parents.iter_mut().find(|(p, _)| *p == parent) {
@@ -187,7 +225,27 @@ impl PlusPolicy {
                 1
             }
         };
-        r.walks(siblings >= 2)
+        Entered {
+            walking: r.walks(siblings >= 2),
+            reads_files: r.reads_files(),
+        }
+    }
+
+    /// Thread `pid` opened a file of the image in `dir` to read it. One that opens files
+    /// in two directories in a row reads the tree it walks (`grep -r`, `tar c`, a copy),
+    /// for the next [`READ_RUN`] listings or directory lookups after each directory it
+    /// reads in; a program reading a file or two in one place does not.
+    pub fn opened(&self, pid: u32, dir: u64) {
+        let mut readers = self.readers.lock();
+        let r = readers.get_or_insert_mut(pid, Reader::new);
+        if r.read_dir == dir {
+            return;
+        }
+        r.read_dir = dir;
+        r.read_dirs = r.read_dirs.saturating_add(1).min(2);
+        if r.read_dirs >= 2 {
+            r.read_left = READ_RUN;
+        }
     }
 
     /// Thread `pid` looked up a name that is not a directory under `parent`.
@@ -300,16 +358,42 @@ mod tests {
     fn resolving_paths_is_not_a_walk_but_looking_up_sibling_directories_is() {
         let p = PlusPolicy::default();
         // usr, usr/lib, usr/lib/x: one directory per level.
-        assert!(!p.entered(7, 1));
-        assert!(!p.entered(7, 10));
-        assert!(!p.entered(7, 11));
+        let walks = |pid, parent| p.entered(pid, parent).walking;
+        assert!(!walks(7, 1));
+        assert!(!walks(7, 10));
+        assert!(!walks(7, 11));
         // Another process resolving the same kind of path.
-        assert!(!p.entered(8, 1));
+        assert!(!walks(8, 1));
         // A walk: a second directory under usr/lib, then deeper and back up for a while.
-        assert!(p.entered(7, 11));
+        assert!(walks(7, 11));
         for d in 0..WALK_RUN as u64 - 1 {
-            assert!(p.entered(7, 1000 + d), "still walking");
+            assert!(walks(7, 1000 + d), "still walking");
         }
-        assert!(!p.entered(7, 5000), "no sibling for a whole run");
+        assert!(!walks(7, 5000), "no sibling for a whole run");
+    }
+
+    #[test]
+    fn a_reader_that_opens_files_in_one_directory_after_another_reads_what_it_walks() {
+        let p = PlusPolicy::default();
+        let reads = |pid, parent| p.entered(pid, parent).reads_files;
+        // Files opened in one directory only (a program reading its configuration).
+        p.opened(7, 10);
+        p.opened(7, 10);
+        assert!(!reads(7, 1));
+        // Then in a second one: it reads the tree it walks.
+        p.opened(7, 11);
+        assert!(reads(7, 1), "entered");
+        assert!(p.listing(7, 12, 1, true).reads_files, "listed");
+        assert!(!reads(8, 1), "another reader");
+        // Until it walks READ_RUN directories without opening a file in a new one; files
+        // opened again in the same directory do not count.
+        for d in 0..READ_RUN as u64 - 3 {
+            p.opened(7, 11);
+            assert!(reads(7, 100 + d));
+        }
+        assert!(!reads(7, 999), "no file for a whole run");
+        // One more file elsewhere: reading again.
+        p.opened(7, 12);
+        assert!(reads(7, 1));
     }
 }

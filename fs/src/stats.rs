@@ -2,7 +2,6 @@
 //! with EROFS (for `litectl stats` and `litectl denied`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -75,8 +74,9 @@ pub struct Stats {
     pub negative_entries: AtomicU64,
     /// READDIRPLUS entries sent by name only (see `plus`).
     pub name_only_entries: AtomicU64,
-    /// Directories read ahead of a walk (see `dir_ahead`); shared with its thread.
-    pub dirs_read_ahead: Arc<AtomicU64>,
+    /// Directories read, and small files' data asked for, ahead of a walk (see
+    /// `dir_ahead`); shared with its threads.
+    pub read_ahead: crate::dir_ahead::Counts,
     pub invalidations: AtomicU64,
     pub generation_bumps: AtomicU64,
     /// Chunks of large read-only files pushed into the kernel's page cache (no-open mode).
@@ -92,7 +92,7 @@ impl Default for Stats {
             direct_opens: AtomicU64::new(0),
             negative_entries: AtomicU64::new(0),
             name_only_entries: AtomicU64::new(0),
-            dirs_read_ahead: Arc::default(),
+            read_ahead: Default::default(),
             invalidations: AtomicU64::new(0),
             generation_bumps: AtomicU64::new(0),
             prefetches: AtomicU64::new(0),
@@ -137,6 +137,7 @@ pub struct StatsSnapshot {
     pub negative_entries: u64,
     pub name_only_entries: u64,
     pub dirs_read_ahead: u64,
+    pub files_read_ahead: u64,
     pub invalidations: u64,
     pub generation_bumps: u64,
     pub prefetches: u64,
@@ -180,7 +181,8 @@ impl Stats {
             direct_opens: l(&self.direct_opens),
             negative_entries: l(&self.negative_entries),
             name_only_entries: l(&self.name_only_entries),
-            dirs_read_ahead: l(&self.dirs_read_ahead),
+            dirs_read_ahead: l(&self.read_ahead.dirs),
+            files_read_ahead: l(&self.read_ahead.files),
             invalidations: l(&self.invalidations),
             generation_bumps: l(&self.generation_bumps),
             prefetches: l(&self.prefetches),

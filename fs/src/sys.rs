@@ -141,6 +141,17 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// `posix_fadvise(fd, 0, len, POSIX_FADV_WILLNEED)`: starts reading the first `len` bytes
+/// into the page cache and returns without waiting for them.
+pub fn will_need(fd: BorrowedFd<'_>, len: i64) -> io::Result<()> {
+    // SAFETY: a plain syscall on a descriptor we hold; posix_fadvise returns the error
+    // number instead of setting errno.
+    match unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, len, libc::POSIX_FADV_WILLNEED) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     let mut st = std::mem::MaybeUninit::<Stat>::zeroed();

@@ -1128,6 +1128,85 @@ fn a_name_found_absent_before_an_image_update_is_not_created_over_the_image() {
     assert_eq!(read(&fx, "tmp/late"), "from the image\n");
 }
 
+/// lstat of `tree`/dNN/sub/fN (20 directories of 5 files) by full path, in name order,
+/// as `find -ls` over a sorted list does; returns the files seen.
+fn stat_walk_by_path(fx: &Fixture, tree: &str) -> usize {
+    let mut seen = 0;
+    for d in 0..20 {
+        let dir = format!("{tree}/d{d:02}");
+        fs::symlink_metadata(fx.m(&dir)).unwrap();
+        fs::symlink_metadata(fx.m(&format!("{dir}/sub"))).unwrap();
+        for f in 0..5 {
+            let st = fs::symlink_metadata(fx.m(&format!("{dir}/sub/f{f}"))).unwrap();
+            seen += usize::from(st.is_file());
+        }
+    }
+    seen
+}
+
+/// A walk that reads the files it finds (by path, in name order, one directory after
+/// another, as `grep -r` or a copy does) has the data of the files ahead of it read in by
+/// the daemon's threads; a walk that only stats, or a program reading a few files of one
+/// directory, has no data read ahead.
+#[test]
+fn a_walk_that_reads_files_has_their_data_read_ahead_and_a_stat_walk_does_not() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    for tree in ["stat", "read"] {
+        for d in 0..20 {
+            for f in 0..5 {
+                write(
+                    &fx.p(&format!("img/usr/share/{tree}/d{d:02}/sub/f{f}")),
+                    &format!("{tree} {d} {f}\n"),
+                );
+            }
+        }
+    }
+    fx.mount();
+    let stat = |fx: &Fixture, key: &str| {
+        fx.control(r#"{"cmd":"stats"}"#)[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in stats"))
+    };
+    let read_tree = |fx: &Fixture, dirs: std::ops::Range<usize>| {
+        for d in dirs {
+            for f in 0..5 {
+                let p = fx.m(&format!("usr/share/read/d{d:02}/sub/f{f}"));
+                assert_eq!(fs::read_to_string(&p).unwrap(), format!("read {d} {f}\n"));
+            }
+        }
+    };
+    // A few files of one directory: not a tree being read.
+    read_tree(&fx, 0..1);
+    // A stat walk by path: read ahead of, without data.
+    assert_eq!(stat_walk_by_path(&fx, "usr/share/stat"), 100);
+    let becomes_nonzero = |fx: &Fixture, key: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while stat(fx, key) == 0 {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    becomes_nonzero(
+        &fx,
+        "dirs_read_ahead",
+        "the stat walk was not read ahead of",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(stat(&fx, "files_read_ahead"), 0, "no data for a stat walk");
+    // Reading every file, directory after directory: the data ahead is read in.
+    read_tree(&fx, 1..20);
+    becomes_nonzero(
+        &fx,
+        "files_read_ahead",
+        "no data read ahead of a reading walk",
+    );
+    // Bounded by the walk: at most the files of this tree (100), none of the stat tree's
+    // beyond what the threads had queued.
+    let files = stat(&fx, "files_read_ahead");
+    assert!(files <= 200, "{files} files read ahead");
+}
+
 /// A walk by path (lstat of every entry by full path, in name order) is read ahead of:
 /// the daemon's threads read the directories and inodes it will look up next. Resolving
 /// paths, one process each (`cat` of deep files), is not a walk and reads nothing ahead.
@@ -1160,21 +1239,7 @@ fn a_walk_by_path_is_read_ahead_of_and_resolving_paths_is_not() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(ahead(&fx), 0, "five path resolutions are not a walk");
     // find-style, by path, in name order.
-    let mut seen = 0;
-    for d in 0..20 {
-        let dir = format!("usr/share/walk/d{d:02}");
-        fs::symlink_metadata(fx.m(&dir)).unwrap();
-        fs::symlink_metadata(fx.m(&format!("{dir}/sub"))).unwrap();
-        for f in 0..5 {
-            assert!(
-                fs::symlink_metadata(fx.m(&format!("{dir}/sub/f{f}")))
-                    .unwrap()
-                    .is_file()
-            );
-            seen += 1;
-        }
-    }
-    assert_eq!(seen, 100);
+    assert_eq!(stat_walk_by_path(&fx, "usr/share/walk"), 100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while ahead(&fx) == 0 {
         assert!(

@@ -577,6 +577,10 @@ fn render_stats(v: &Value) -> String {
             plain(field(v, "dirs_read_ahead")),
         ),
         (
+            "small files' data read ahead of a walk".into(),
+            plain(field(v, "files_read_ahead")),
+        ),
+        (
             "kernel cache invalidations".into(),
             plain(field(v, "invalidations")),
         ),
@@ -595,6 +599,7 @@ fn render_stats(v: &Value) -> String {
             "negative_entries",
             "name_only_entries",
             "dirs_read_ahead",
+            "files_read_ahead",
             "invalidations",
             "generation_bumps",
         ],

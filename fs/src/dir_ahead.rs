@@ -212,8 +212,13 @@ impl Shared {
                         }
                     };
                     let Some(dir) = dir else { continue };
-                    if let Some(id) = identity(dir.as_fd()) {
-                        self.walk.lock().seen().put(id, ());
+                    // Read once: a directory the walker reached first was put on top and
+                    // read then, and is still queued below as its parent's child.
+                    if let Some(id) = identity(dir.as_fd())
+                        && self.walk.lock().seen().put(id, ()).is_some()
+                    {
+                        self.walk.lock().budget += 1; // nothing read
+                        continue;
                     }
                     let children = read(&dir, how, &done.files);
                     done.dirs.fetch_add(1, Ordering::Relaxed);
@@ -400,6 +405,46 @@ mod tests {
                 "d100 and its sub read, nothing else queued"
             );
         }
+        s.walk.lock().closed = true;
+        s.wake.notify_all();
+        t.join().expect("thread");
+    }
+
+    #[test]
+    fn a_directory_queued_twice_is_read_once() {
+        let d = tree();
+        let counts = Counts::default();
+        let s = Arc::new(Shared::default());
+        let top = open(&d.path().join("top"));
+        {
+            // d000 is queued as top's child, and the walker reached it first (on top).
+            let mut w = s.walk.lock();
+            w.stack
+                .push_back(Pending::Child(top.clone(), c"d000".into()));
+            w.stack
+                .push_back(Pending::Dir(open(&d.path().join("top/d000"))));
+            w.budget = 10;
+        }
+        let t = {
+            let (s, counts) = (s.clone(), counts.clone());
+            std::thread::spawn(move || s.run(&counts))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !s.walk.lock().stack.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "stalled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            counts.dirs.load(Ordering::Relaxed),
+            2,
+            "d000 and d000/sub, once each"
+        );
+        assert_eq!(
+            s.walk.lock().budget,
+            8,
+            "a skipped directory costs no budget"
+        );
         s.walk.lock().closed = true;
         s.wake.notify_all();
         t.join().expect("thread");

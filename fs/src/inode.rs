@@ -277,6 +277,16 @@ impl Inode {
             (None, None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
         }
     }
+    /// A new descriptor for I/O (`flags`) of the object holding content now (see
+    /// [`Self::primary_fd`]).
+    pub fn reopen_primary(&self, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let b = self.backing.read();
+        match (&b.upper, &b.lower) {
+            (Some(u), _) => u.reopen(flags),
+            (None, Some((_, l))) => l.reopen(flags),
+            (None, None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
+    }
     pub fn is_copied_up(&self) -> bool {
         self.backing.read().upper.is_some()
     }

@@ -152,8 +152,7 @@ impl Drop for OpenFile {
 impl OpenFile {
     fn fd(&self) -> Result<BorrowedFd<'_>, Errno> {
         if self.fd.get().is_none() {
-            let src = self.inode.primary_fd().map_err(err)?;
-            let fd = sys::reopen(src.as_fd(), self.lazy_flags).map_err(err)?;
+            let fd = self.inode.reopen_primary(self.lazy_flags).map_err(err)?;
             let _ = self.fd.set(fd); // a concurrent first read may have won: same file
         }
         self.fd.get().map(|f| f.as_fd()).ok_or(Errno::EIO)
@@ -1277,10 +1276,7 @@ impl Overlay {
         let open_now = |eager: Option<OwnedFd>| -> Result<OwnedFd, Errno> {
             match eager {
                 Some(fd) => Ok(fd),
-                None => {
-                    let src = inode.primary_fd().map_err(err)?;
-                    sys::reopen(src.as_fd(), lazy_flags).map_err(err)
-                }
+                None => inode.reopen_primary(lazy_flags).map_err(err),
             }
         };
         let mut backing = None;
@@ -1389,8 +1385,7 @@ impl Overlay {
             }
             Ok(self.set_io_fd(inode, fd, true))
         } else {
-            let src = inode.primary_fd().map_err(err)?;
-            let fd = sys::reopen(src.as_fd(), libc::O_RDONLY).map_err(err)?;
+            let fd = inode.reopen_primary(libc::O_RDONLY).map_err(err)?;
             Ok(self.set_io_fd(inode, fd, false))
         }
     }

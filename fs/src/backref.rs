@@ -229,14 +229,19 @@ mod tests {
     use super::*;
     use crate::sys;
 
-    #[test]
-    fn reopens_through_the_handle_after_eviction_and_follows_renames() {
+    /// A temp dir holding the file `a` with `content`, and a reference to `a`.
+    fn file_a(content: &[u8]) -> (tempfile::TempDir, BackRef) {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a"), b"x").unwrap();
+        std::fs::write(d.path().join("a"), content).unwrap();
         let root = Arc::new(MountRoot::new(sys::open_dir_path(d.path()).unwrap()));
         let fd = sys::open_at(root.fd.as_fd(), c"a", libc::O_PATH).unwrap();
-        let st = sys::fstat(fd.as_fd()).unwrap();
-        let r = BackRef::new(fd, &root);
+        (d, BackRef::new(fd, &root))
+    }
+
+    #[test]
+    fn reopens_through_the_handle_after_eviction_and_follows_renames() {
+        let (d, r) = file_a(b"x");
+        let st = sys::fstat(r.open().unwrap().as_fd()).unwrap();
         cache().lock().pop(&r.id);
         std::fs::rename(d.path().join("a"), d.path().join("b")).unwrap();
         let again = r.open().unwrap();
@@ -250,11 +255,7 @@ mod tests {
 
     #[test]
     fn reopen_for_io_gives_the_object_itself_with_the_flags_asked_also_once_pinned() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a"), b"first").unwrap();
-        let root = Arc::new(MountRoot::new(sys::open_dir_path(d.path()).unwrap()));
-        let fd = sys::open_at(root.fd.as_fd(), c"a", libc::O_PATH).unwrap();
-        let mut r = BackRef::new(fd, &root);
+        let (d, mut r) = file_a(b"first");
         assert!(!r.pins_fd(), "the temp dir's filesystem makes handles");
         // Another object now has the name: the reference still opens its own.
         std::fs::rename(d.path().join("a"), d.path().join("b")).unwrap();

@@ -214,11 +214,12 @@ impl Shared {
                     let Some(dir) = dir else { continue };
                     // Read once: a directory the walker reached first was put on top and
                     // read then, and is still queued below as its parent's child.
-                    if let Some(id) = identity(dir.as_fd())
-                        && self.walk.lock().seen().put(id, ()).is_some()
-                    {
-                        self.walk.lock().budget += 1; // nothing read
-                        continue;
+                    if let Some(id) = identity(dir.as_fd()) {
+                        let mut w = self.walk.lock();
+                        if w.seen().put(id, ()).is_some() {
+                            w.budget += 1; // nothing read
+                            continue;
+                        }
                     }
                     let children = read(&dir, how, &done.files);
                     done.dirs.fetch_add(1, Ordering::Relaxed);

@@ -2666,11 +2666,11 @@ impl StateliteFs {
         let parent = dir.loc.lock().parent.as_ref().map_or(0, |p| p.nodeid);
         let listing = ov.plus.listing(req.pid(), dir.nodeid, parent, offset == 0);
         let mut names_only = listing.entries == Entries::NamesOnly;
-        if listing.walking
+        if listing.walk.walking
             && offset == 0
             && let Ok(Some((_, fd))) = dir.lower()
         {
-            ov.dir_ahead.listed(fd, false, listing.reads_files);
+            ov.dir_ahead.listed(fd, false, listing.walk.reads_files);
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = OsStr::from_bytes(e.name.to_bytes());

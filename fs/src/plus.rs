@@ -47,18 +47,18 @@ const SLOTS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listing {
     pub entries: Entries,
-    /// The reader lists a directory found in one of its last listings: a walk.
-    pub walking: bool,
-    /// It also reads the files it walks (see [`PlusPolicy::opened`]).
-    pub reads_files: bool,
+    /// What the listing shows of its reader.
+    pub walk: Walk,
 }
 
-/// What a directory lookup shows of its reader (see [`PlusPolicy::entered`]).
+/// What a listing or a directory lookup shows of its reader (see [`PlusPolicy::listing`],
+/// [`PlusPolicy::entered`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entered {
-    /// It walks the tree by name.
+pub struct Walk {
+    /// It walks the tree: it lists a directory found in one of its last listings, or looks
+    /// up sibling directories.
     pub walking: bool,
-    /// It also reads the files it walks.
+    /// It also reads the files it walks (see [`PlusPolicy::opened`]).
     pub reads_files: bool,
 }
 
@@ -103,10 +103,8 @@ struct Reader {
     /// under each, for `entered`.
     parents: [(u64, u8); PROBES],
     next_parent: usize,
-    /// The directory of the last file this reader opened (0: none yet), and in how many
-    /// directories in a row (up to 2) it opened files, for `reads_files`.
+    /// The directory of the last file this reader opened (0: none yet), for `reads_files`.
     read_dir: u64,
-    read_dirs: u8,
     /// Listings and directory lookups left for which it counts as reading what it walks.
     read_left: u32,
 }
@@ -121,7 +119,6 @@ impl Reader {
             parents: [(0, 0); PROBES],
             next_parent: 0,
             read_dir: 0,
-            read_dirs: 0,
             read_left: 0,
         }
     }
@@ -174,36 +171,34 @@ impl PlusPolicy {
         let r = readers.get_or_insert_mut(pid, Reader::new);
         let descends = parent != 0 && r.listed.contains(parent);
         if !first {
-            let walking = descends || r.walk_left > 0;
             let entries = if r.probes.contains(dir) {
                 Entries::NamesOnly
             } else {
                 Entries::Full
             };
-            let reads_files = r.reads_files();
-            return Listing {
-                entries,
-                walking,
-                reads_files,
+            let walk = Walk {
+                walking: descends || r.walk_left > 0,
+                reads_files: r.reads_files(),
             };
+            return Listing { entries, walk };
         }
-        let walking = r.walks(descends);
-        let reads_files = r.reads_files();
+        let walk = Walk {
+            walking: r.walks(descends),
+            reads_files: r.reads_files(),
+        };
         r.listed.remember(dir);
         if r.full_left > 0 {
             r.full_left -= 1;
             return Listing {
                 entries: Entries::Full,
-                walking,
-                reads_files,
+                walk,
             };
         }
         r.probes.remember(dir);
         self.recent[slot(dir)].store(dir, Ordering::Relaxed);
         Listing {
             entries: Entries::NamesOnly,
-            walking,
-            reads_files,
+            walk,
         }
     }
 
@@ -211,7 +206,7 @@ impl PlusPolicy {
     /// name, as a stat walk by path does. Resolving one path looks up one directory per
     /// level; a walk comes back for the siblings: a reader counts as walking once it looked
     /// up two directories under one parent, and for [`WALK_RUN`] directory lookups after.
-    pub fn entered(&self, pid: u32, parent: u64) -> Entered {
+    pub fn entered(&self, pid: u32, parent: u64) -> Walk {
         let mut readers = self.readers.lock();
         let r = readers.get_or_insert_mut(pid, Reader::new);
         let siblings = match r.parents.iter_mut().find(|(p, _)| *p == parent) {
@@ -225,15 +220,15 @@ impl PlusPolicy {
                 1
             }
         };
-        Entered {
+        Walk {
             walking: r.walks(siblings >= 2),
             reads_files: r.reads_files(),
         }
     }
 
-    /// Thread `pid` opened a file of the image in `dir` to read it. One that opens files
-    /// in two directories in a row reads the tree it walks (`grep -r`, `tar c`, a copy),
-    /// for the next [`READ_RUN`] listings or directory lookups after each directory it
+    /// Thread `pid` opened a file of the image in `dir` to read it. One that has opened
+    /// files in two directories reads the tree it walks (`grep -r`, `tar c`, a copy), for
+    /// the next [`READ_RUN`] listings or directory lookups after each further directory it
     /// reads in; a program reading a file or two in one place does not.
     pub fn opened(&self, pid: u32, dir: u64) {
         let mut readers = self.readers.lock();
@@ -241,11 +236,11 @@ impl PlusPolicy {
         if r.read_dir == dir {
             return;
         }
-        r.read_dir = dir;
-        r.read_dirs = r.read_dirs.saturating_add(1).min(2);
-        if r.read_dirs >= 2 {
+        // A directory other than the last file's, which there was (node ids start at 1).
+        if r.read_dir != 0 {
             r.read_left = READ_RUN;
         }
+        r.read_dir = dir;
     }
 
     /// Thread `pid` looked up a name that is not a directory under `parent`.
@@ -337,19 +332,19 @@ mod tests {
     #[test]
     fn a_reader_that_lists_a_directory_from_its_last_listings_is_walking_for_a_while() {
         let p = PlusPolicy::default();
-        assert!(!p.listing(7, 100, 1, true).walking, "first listing");
+        assert!(!p.listing(7, 100, 1, true).walk.walking, "first listing");
         assert!(
-            p.listing(7, 101, 100, true).walking,
+            p.listing(7, 101, 100, true).walk.walking,
             "a subdirectory of 100"
         );
-        assert!(p.listing(7, 102, 101, false).walking);
-        assert!(!p.listing(8, 103, 101, true).walking, "another reader");
+        assert!(p.listing(7, 102, 101, false).walk.walking);
+        assert!(!p.listing(8, 103, 101, true).walk.walking, "another reader");
         // Back up to a directory whose parent was listed long ago: still the same walk.
         for d in 0..WALK_RUN as u64 - 1 {
-            assert!(p.listing(7, 1000 + d, 555, true).walking);
+            assert!(p.listing(7, 1000 + d, 555, true).walk.walking);
         }
         assert!(
-            !p.listing(7, 104, 555, true).walking,
+            !p.listing(7, 104, 555, true).walk.walking,
             "no descent for a whole run"
         );
     }
@@ -383,7 +378,7 @@ mod tests {
         // Then in a second one: it reads the tree it walks.
         p.opened(7, 11);
         assert!(reads(7, 1), "entered");
-        assert!(p.listing(7, 12, 1, true).reads_files, "listed");
+        assert!(p.listing(7, 12, 1, true).walk.reads_files, "listed");
         assert!(!reads(8, 1), "another reader");
         // Until it walks READ_RUN directories without opening a file in a new one; files
         // opened again in the same directory do not count.

@@ -68,11 +68,25 @@ impl SocketFile {
     }
 }
 
-/// Starts serving on `path` in a background thread.
+/// Starts serving on `path` in a background thread. A socket left at `path` (by a daemon
+/// that died, or one exiting now) is replaced; anything else there is an error, and is left
+/// alone.
 pub fn serve(path: PathBuf, ctl: Control) -> std::io::Result<SocketFile> {
-    use std::os::unix::fs::MetadataExt;
-    if path.exists() {
-        std::fs::remove_file(&path)?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => match std::fs::remove_file(&path) {
+            // Gone already: the daemon that had it removed it on its way out (checking
+            // and then removing raced with that, and the mount failed with ENOENT).
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        },
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket (not removed)",
+            ));
+        }
+        Err(_) => {}
     }
     let listener = UnixListener::bind(&path)?;
     let meta = std::fs::symlink_metadata(&path)?;

@@ -134,3 +134,26 @@ fn random_request_lines_never_panic() {
     }
     let _ = Arc::strong_count(&ctl.overlay);
 }
+
+#[test]
+fn the_socket_replaces_a_stale_socket_and_never_a_file() {
+    use std::io::{BufRead, BufReader, Write};
+    let (d, ctl) = control();
+    // Something that is not a socket is refused and kept.
+    let file = d.path().join("precious");
+    std::fs::write(&file, "keep me\n").unwrap();
+    let e = statelite_mountd::control::serve(file.clone(), ctl.clone())
+        .expect_err("a regular file is not replaced");
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    // A socket left by a daemon that died is replaced, and the new one answers.
+    let sock = d.path().join("control.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let _served = statelite_mountd::control::serve(sock.clone(), ctl).expect("stale socket");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    writeln!(s, r#"{{"cmd":"status"}}"#).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(is_answer(&v) && v.get("error").is_none(), "{v}");
+}

@@ -118,6 +118,9 @@ fn handle_of(fd: BorrowedFd<'_>) -> Option<(Box<[u8]>, i32)> {
     Some((Box::from(&buf[..len]), mount_id))
 }
 
+/// Times an ENOMEM from `open_by_handle_at` is asked again (see `open_by_handle`).
+const ENOMEM_TRIES: u32 = 5;
+
 fn open_by_handle(root: &MountRoot, handle: &[u8], flags: libc::c_int) -> std::io::Result<OwnedFd> {
     let mount_fd = root
         .handle_fd
@@ -132,18 +135,34 @@ fn open_by_handle(root: &MountRoot, handle: &[u8], flags: libc::c_int) -> std::i
             handle.len(),
         )
     };
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount_fd.as_raw_fd(),
-            aligned.as_mut_ptr(),
-            flags | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    // ENOMEM is asked again: besides a real shortage it is what ext4 answers for a handle of
+    // a deleted object whose inode number a new file is taking at that moment (`iget_locked`
+    // finds the new inode still being created and returns NULL, which ext4 reports as
+    // ENOMEM). Asked again, the new inode is there and the handle's generation does not
+    // match it: ESTALE, as for any deleted object. A real shortage stays ENOMEM.
+    let mut tries = 0;
+    loop {
+        // SAFETY: the handle buffer is aligned and holds a header the kernel wrote.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount_fd.as_raw_fd(),
+                aligned.as_mut_ptr(),
+                flags | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOMEM) || tries == ENOMEM_TRIES {
+            return Err(e);
+        }
+        // The new inode's creation is a few system calls long: wait 20, 40, ... 320 µs.
+        std::thread::sleep(std::time::Duration::from_micros(20 << tries));
+        tries += 1;
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 impl BackRef {
@@ -251,6 +270,47 @@ mod tests {
         cache().lock().pop(&r.id);
         let e = r.open().unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
+    }
+
+    #[test]
+    fn a_deleted_object_is_stale_even_while_new_files_take_its_inode_number() {
+        // ext4 answers ENOMEM for the handle of a deleted object while a new file is
+        // being created with the same inode number (seen in CI, where tests create files
+        // in parallel): new files are made beside it all along, and every open must say
+        // ESTALE.
+        let (d, r) = file_a(b"x");
+        std::fs::remove_file(d.path().join("a")).unwrap();
+        cache().lock().pop(&r.id);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let maker = {
+            let (dir, stop) = (d.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let p = dir.join(format!("n{}", i % 4));
+                    let _ = std::fs::remove_file(&p);
+                    let _ = std::fs::write(&p, b"y");
+                    i += 1;
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        let mut other = Vec::new();
+        while std::time::Instant::now() < deadline {
+            match r.open() {
+                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {}
+                Err(e) => other.push(e.to_string()),
+                Ok(_) => other.push("opened a deleted object".into()),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        maker.join().unwrap();
+        assert!(
+            other.is_empty(),
+            "{} opens not ESTALE: {:?}",
+            other.len(),
+            &other[..other.len().min(3)]
+        );
     }
 
     #[test]

@@ -152,28 +152,26 @@ impl DirAhead {
         let mut w = self.shared.walk.lock();
         w.every_entry = every_entry;
         w.data = data;
-        if w.waiting > 0 {
-            // Every thread waits: the walker is in a directory they read already, or they
-            // used up their budget ahead of it. A directory read already with nothing
-            // queued below it needs nobody; one with directories queued wakes them once
-            // every few listings, each wake-up then reading that many more.
-            let read_already = identity(dir.as_fd()).is_some_and(|id| w.seen().contains(&id));
-            if read_already {
-                if w.stack.is_empty() {
-                    return;
-                }
-                w.owed += 1;
-                if w.owed < WAKE_AFTER {
-                    w.listed = Some(dir);
-                    return;
-                }
+        // A thread waits when the walker is in a directory the threads read already, or
+        // when they used up their budget ahead of it. A directory read already with nothing
+        // queued below it needs nobody; one with directories queued wakes them once every
+        // few listings, each wake-up then reading that many more. A thread that is
+        // reading takes the listing next without a wake-up.
+        if w.waiting > 0 && identity(dir.as_fd()).is_some_and(|id| w.seen().contains(&id)) {
+            if w.stack.is_empty() {
+                return;
             }
+            w.owed += 1;
+            if w.owed < WAKE_AFTER {
+                w.listed = Some(dir);
+                return;
+            }
+        }
+        w.listed = Some(dir);
+        if w.waiting > 0 {
             w.owed = 0;
-            w.listed = Some(dir);
             drop(w);
             self.shared.wake.notify_one();
-        } else {
-            w.listed = Some(dir); // a thread is reading: it takes this listing next
         }
     }
 }

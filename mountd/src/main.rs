@@ -245,6 +245,13 @@ fn load_rules(litefile: &std::path::Path, image_name: &str) -> Result<RuleSet, S
 struct RulesJob(std::thread::JoinHandle<Result<RuleSet, String>>);
 
 impl RulesJob {
+    fn spawn(litefile: PathBuf, image_name: String) -> std::io::Result<RulesJob> {
+        std::thread::Builder::new()
+            .name("rules".into())
+            .spawn(move || load_rules(&litefile, &image_name))
+            .map(RulesJob)
+    }
+
     fn join(self) -> Result<RuleSet, String> {
         self.0
             .join()
@@ -326,18 +333,14 @@ fn state_dir(args: &MountArgs) -> Option<PathBuf> {
 struct EarlyRules {
     litefile: PathBuf,
     image_name: String,
-    job: std::thread::JoinHandle<Result<RuleSet, String>>,
+    job: RulesJob,
 }
 
 impl EarlyRules {
     fn start() -> Option<EarlyRules> {
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         let (litefile, image_name) = foreground_mount_rule_args(&args)?;
-        let (l, i) = (litefile.clone(), image_name.clone());
-        let job = std::thread::Builder::new()
-            .name("rules".into())
-            .spawn(move || load_rules(&l, &i))
-            .ok()?;
+        let job = RulesJob::spawn(litefile.clone(), image_name.clone()).ok()?;
         Some(EarlyRules {
             litefile,
             image_name,
@@ -350,7 +353,7 @@ impl EarlyRules {
     fn take(this: Option<EarlyRules>, args: &MountArgs) -> Option<RulesJob> {
         let early = this?;
         let same = early.litefile == args.litefile && early.image_name == args.image_name;
-        same.then_some(RulesJob(early.job))
+        same.then_some(early.job)
     }
 }
 
@@ -418,15 +421,8 @@ fn run_mount(args: MountArgs, early: Option<EarlyRules>) -> Result<(), String> {
     // before the rules are installed below (the session loop starts in `run`).
     let rules_job = match early {
         Some(job) => job,
-        None => {
-            let (litefile, image_name) = (args.litefile.clone(), args.image_name.clone());
-            RulesJob(
-                std::thread::Builder::new()
-                    .name("rules".into())
-                    .spawn(move || load_rules(&litefile, &image_name))
-                    .map_err(|e| format!("cannot start: {e}"))?,
-            )
-        }
+        None => RulesJob::spawn(args.litefile.clone(), args.image_name.clone())
+            .map_err(|e| format!("cannot start: {e}"))?,
     };
     // Errors go to the waiting parent, which prints them; the child then exits quietly.
     let fail = |msg: String, ready: Option<OwnedFd>| -> Result<(), String> {

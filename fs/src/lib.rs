@@ -4,6 +4,7 @@
 //! Where to find what:
 //! - `tabfile`: xCAT `tabdump` CSV files.
 //! - `rules`: litefile rows -> typed rules, precedence, constraints, path -> rule trie.
+//! - `rule_table`: compiled rule tables (rules checked once on the management node).
 //! - `layers`: the image, litetree sources and stores, rule origins, liteimg see-through.
 //! - `inode`: the inode table.
 //! - `copy_up`: copy-up, `con` concatenation, whiteouts.
@@ -23,6 +24,7 @@ pub mod overlay;
 pub mod plus;
 pub mod reply;
 pub mod ring;
+pub mod rule_table;
 pub mod rules;
 pub mod stats;
 pub mod sys;

@@ -230,12 +230,13 @@ impl Mounted {
 /// window belongs to the mount's BDI, set through sysfs once the INIT reply has been
 /// applied (it would lower an earlier write again).
 ///
-/// Nothing here touches the mount itself: the device number comes from mountinfo, and the
-/// INIT reply is seen applied when the window reads [`INIT_READ_AHEAD_KB`]. (A statx of the
-/// mount point, as before, held a reference to the mount while it waited for our own
-/// answer: a daemon stopped then, e.g. by SIGSTOP, made `umount` of its root fail with
-/// EBUSY.) Best effort: without /proc or sysfs (an initramfs that did not mount them) the
-/// node only reads large files slower.
+/// Nothing here touches the mount itself: the device number was found at mount time
+/// ([`fuse_device_of`], with no request to us), and the INIT reply is seen applied when
+/// the window reads [`INIT_READ_AHEAD_KB`]. (A statx of the mount point that waited for
+/// our own answer, as before, held a reference to the mount meanwhile: a daemon stopped
+/// then, e.g. by SIGSTOP, made `umount` of its root fail with EBUSY.) Best effort:
+/// without sysfs (an initramfs that did not mount it) the node only reads large files
+/// slower.
 fn widen_readahead(device: &Result<(u32, u32), String>, kb: u32) {
     if kb == 0 {
         return;
@@ -274,8 +275,22 @@ fn widen_readahead(device: &Result<(u32, u32), String>, kb: u32) {
 }
 
 /// The device number of the newest FUSE mount on `mountpoint` (an absolute path without
-/// symlinks), from `/proc/self/mountinfo`.
+/// symlinks): from a statx that asks the kernel only, else from `/proc/self/mountinfo`.
 fn fuse_device_of(mountpoint: &Path) -> std::io::Result<(u32, u32)> {
+    // The mount root on the path is the mount just made (nothing can be mounted over it
+    // in between but by root itself): its device, from the kernel without a request to
+    // us. Reading mountinfo instead took 0.13 ms here, a twentieth of a mount.
+    let cached = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .ok()
+        .and_then(|path| sys::statx_cached(&path).ok());
+    if let Some(st) = cached {
+        let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+        let root = st.stx_attributes_mask & mount_root != 0 && st.stx_attributes & mount_root != 0;
+        // FUSE superblocks have an anonymous device (major 0), as mountinfo shows.
+        if root && st.stx_dev_major == 0 {
+            return Ok((st.stx_dev_major, st.stx_dev_minor));
+        }
+    }
     let info = std::fs::read("/proc/self/mountinfo")?;
     mountinfo_device(&info, mountpoint.as_os_str().as_encoded_bytes()).ok_or_else(|| {
         std::io::Error::other(format!(

@@ -5,9 +5,11 @@
 //! Nothing downstream (liteimg, symlink mode, the FUSE filesystem) looks at option strings:
 //! they match on [`Storage`] and [`Method`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -133,29 +135,128 @@ impl LiteOptions {
     }
 }
 
+/// `text` (an options field as written) without a copy of its own when it is one of the
+/// usual spellings, as nearly every row's is: a 2,000-row litefile's rules then allocate
+/// nothing for their options (in a fresh daemon each new page of memory is a fault).
+pub fn options_spelling(text: &str) -> Cow<'static, str> {
+    match OPTION_SPELLINGS.iter().find(|&&u| u == text) {
+        Some(&u) => Cow::Borrowed(u),
+        None => Cow::Owned(text.to_string()),
+    }
+}
+
+/// Every `options` value xCAT documents, as it documents it.
+pub const OPTION_SPELLINGS: [&str; 14] = [
+    "",
+    "tmpfs",
+    "rw",
+    "tmpfs,rw",
+    "persistent",
+    "ro",
+    "con",
+    "bind",
+    "bind,persistent",
+    "link",
+    "link,ro",
+    "link,persistent",
+    "link,con",
+    "localdisk",
+];
+
 /// A normalised absolute path from the litefile: `/`-separated components, none empty,
 /// none `.` or `..`. Never the root itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+///
+/// The text may be a range of a buffer shared by many paths: a compiled rule table's
+/// rules all point into one copy of its paths ([`crate::rule_table`]), so loading 2,000
+/// rules is one allocation, not 2,000 (each a turn of the allocator's lock, which the
+/// mount's own thread wants at that moment too).
+#[derive(Clone, Serialize)]
 #[serde(into = "String")]
-pub struct LitePath(String);
+pub struct LitePath {
+    text: Arc<str>,
+    start: u32,
+    end: u32,
+}
 
 impl From<LitePath> for String {
     fn from(p: LitePath) -> String {
-        p.0
+        p.as_str().to_string()
     }
 }
+
+impl PartialEq for LitePath {
+    fn eq(&self, other: &LitePath) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for LitePath {}
+impl std::hash::Hash for LitePath {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+impl PartialOrd for LitePath {
+    fn partial_cmp(&self, other: &LitePath) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for LitePath {
+    fn cmp(&self, other: &LitePath) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+impl fmt::Debug for LitePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LitePath({:?})", self.as_str())
+    }
+}
+
+/// Longest litefile path, in bytes (as `PATH_MAX` less its NUL).
+const MAX_PATH: usize = 4095;
 
 impl LitePath {
     /// Parses an absolute path; returns the path and whether it named a directory
     /// (a trailing `/`, the only way xCAT knows an entry is a directory).
     pub fn parse(text: &str) -> Result<(LitePath, bool), String> {
+        let (norm, is_dir) = Self::normal_form(text)?;
+        let end = norm.len() as u32;
+        let path = LitePath {
+            text: Arc::from(norm.as_ref()),
+            start: 0,
+            end,
+        };
+        Ok((path, is_dir))
+    }
+
+    /// `shared[range]` as a path, when it is one already in normal form (no trailing `/`):
+    /// what a compiled rule table stores.
+    pub(crate) fn in_shared(
+        shared: &Arc<str>,
+        range: std::ops::Range<usize>,
+    ) -> Result<LitePath, String> {
+        let text = shared
+            .get(range.clone())
+            .ok_or_else(|| format!("path bytes {range:?} are not text of the table"))?;
+        match Self::normal_form(text)? {
+            (Cow::Borrowed(n), false) if n.len() == text.len() => Ok(LitePath {
+                text: shared.clone(),
+                start: range.start as u32,
+                end: range.end as u32,
+            }),
+            _ => Err(format!("{text:?} is not a normalised path")),
+        }
+    }
+
+    /// The normal form of `text` (borrowed when it is normal already, less any trailing
+    /// `/`) and whether it had a trailing `/`.
+    fn normal_form(text: &str) -> Result<(Cow<'_, str>, bool), String> {
         if !text.starts_with('/') {
             return Err(format!(
                 "{text:?} is not an absolute path (it must start with '/')"
             ));
         }
         let is_dir = text.ends_with('/');
-        // Most entries are already normal (`/etc/fstab`, `/var/log/`): they are copied as
+        // Most entries are already normal (`/etc/fstab`, `/var/log/`): they are kept as
         // they are, less a trailing `/`; only a `//` makes a new string. One pass checks
         // every byte and component.
         let body = text.trim_end_matches('/');
@@ -187,53 +288,53 @@ impl LitePath {
             }
         }
         let norm = if normal {
-            body.to_string()
+            Cow::Borrowed(body)
         } else {
             let mut norm = String::with_capacity(body.len());
             for comp in components(body) {
                 norm.push('/');
                 norm.push_str(comp);
             }
-            norm
+            Cow::Owned(norm)
         };
         if norm.is_empty() {
             return Err("the root directory itself cannot be a litefile entry".into());
         }
-        if norm.len() > 4095 {
+        if norm.len() > MAX_PATH {
             return Err("path longer than 4095 bytes".into());
         }
-        Ok((LitePath(norm), is_dir))
+        Ok((norm, is_dir))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // The range was checked against the text when the path was made.
+        &self.text[self.start as usize..self.end as usize]
     }
     pub fn as_path(&self) -> &Path {
-        Path::new(&self.0)
+        Path::new(self.as_str())
     }
     /// Components after the leading `/`.
     pub fn components(&self) -> impl Iterator<Item = &str> {
-        components(&self.0)
+        components(self.as_str())
     }
     /// The path relative to `/` (no leading slash), for joining under an image root.
     pub fn relative(&self) -> &str {
-        &self.0[1..]
+        &self.as_str()[1..]
     }
     /// Number of components.
     pub fn depth(&self) -> usize {
-        self.0.bytes().filter(|&b| b == b'/').count()
+        self.as_str().bytes().filter(|&b| b == b'/').count()
     }
     /// True when `self` is a strict ancestor of `other`.
     pub fn is_ancestor_of(&self, other: &LitePath) -> bool {
-        other.0.len() > self.0.len()
-            && other.0.starts_with(&self.0)
-            && other.0.as_bytes()[self.0.len()] == b'/'
+        let (me, them) = (self.as_str(), other.as_str());
+        them.len() > me.len() && them.starts_with(me) && them.as_bytes()[me.len()] == b'/'
     }
 }
 
 impl fmt::Display for LitePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -261,7 +362,24 @@ pub fn components(path: &str) -> impl Iterator<Item = &str> {
 /// and `/etc/a/b`, nothing for `/etc` and `/etcx`.
 fn shared_prefix(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    // Eight bytes at a time, then byte by byte (paths share long prefixes when sorted).
+    let word = |c: &[u8]| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default());
+    let mut common = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let diff = word(x) ^ word(y);
+        if diff != 0 {
+            common += (diff.trailing_zeros() / 8) as usize;
+            break;
+        }
+        common += 8;
+    }
+    if common % 8 == 0 {
+        common += a[common..]
+            .iter()
+            .zip(&b[common..])
+            .take_while(|(x, y)| x == y)
+            .count();
+    }
     let ends_component = |p: &[u8]| p.get(common).is_none_or(|&c| c == b'/');
     if ends_component(a) && ends_component(b) {
         common
@@ -295,7 +413,7 @@ pub struct LiteRow {
     pub is_dir: bool,
     pub options: LiteOptions,
     /// The options as written in the table (xCAT's commands print them as written).
-    pub options_text: String,
+    pub options_text: Cow<'static, str>,
     /// Line in the litefile, for messages.
     pub line: usize,
 }
@@ -360,7 +478,7 @@ impl LiteColumns {
             path,
             is_dir,
             options,
-            options_text: options_text.to_string(),
+            options_text: options_spelling(options_text),
             line,
         }))
     }
@@ -438,7 +556,7 @@ pub struct LiteRule {
     pub path: LitePath,
     pub is_dir: bool,
     pub options: LiteOptions,
-    pub options_text: String,
+    pub options_text: Cow<'static, str>,
     /// Line of the row this rule came from.
     pub line: usize,
     /// True when the row named the image (it beat any `ALL` row for the path).
@@ -583,32 +701,35 @@ impl Trie {
     /// The trie of `rules`, which are sorted by path with no path twice, and for each rule
     /// the nearest rule strictly above it (for the parent/child constraints).
     fn build(rules: &[LiteRule]) -> (Trie, Vec<Option<RuleId>>) {
-        let (nodes, name_bytes) = rules.iter().fold((0, 0), |(n, b), r| {
-            (n + r.path.depth(), b + r.path.as_str().len())
-        });
-        let mut trie = Trie::with_capacity(nodes, name_bytes);
+        // Sorted paths share leading components, so nodes are about one per rule (2,000
+        // rows under `/etc/bench/` make 2,002); a deeper table just grows the arrays. The
+        // names never outgrow the paths' bytes, and capacity never touched costs nothing.
+        let name_bytes = rules.iter().map(|r| r.path.as_str().len()).sum();
+        let mut trie = Trie::with_capacity(rules.len() + rules.len() / 2 + 16, name_bytes);
         let mut above = Vec::with_capacity(rules.len());
-        // The previous rule's path, one (node, nearest rule at or above it) per component:
-        // sorted paths share their leading components with the one before (2,000 rows
-        // under `/etc/bench/` walk `etc` and `bench` once), so only the rest is looked up.
-        let mut stack: Vec<(u32, Option<RuleId>)> = Vec::new();
+        // The previous rule's path, one (node, nearest rule at or above it, end of the
+        // component in that path) per component: sorted paths share their leading
+        // components with the one before (2,000 rows under `/etc/bench/` walk `etc` and
+        // `bench` once), so only the rest is looked up.
+        let mut stack: Vec<(u32, Option<RuleId>, usize)> = Vec::new();
         let mut prev = "";
         for (i, rule) in rules.iter().enumerate() {
             let path = rule.path.as_str();
             let shared = shared_prefix(prev, path);
-            // `path[..shared]` is whole components, one `/` before each.
-            stack.truncate(
-                path.as_bytes()[..shared]
-                    .iter()
-                    .filter(|&&b| b == b'/')
-                    .count(),
-            );
-            let (mut node, mut best) = stack.last().copied().unwrap_or((0, None));
+            // `path[..shared]` is whole components: keep the ones ending within it.
+            while stack.last().is_some_and(|&(_, _, end)| end > shared) {
+                stack.pop();
+            }
+            let (mut node, mut best, _) = stack.last().copied().unwrap_or((0, None, 0));
+            let mut at = shared;
             for comp in components(&path[shared..]) {
                 node = trie.child_or_insert(node, comp);
                 best = trie.nodes[node as usize].rule.or(best);
-                stack.push((node, best));
+                // `components` skips the `/` before each name: the name ends here.
+                at = comp.as_ptr() as usize - path.as_ptr() as usize + comp.len();
+                stack.push((node, best, at));
             }
+            debug_assert_eq!(at, path.len());
             let id = RuleId(i as u32);
             above.push(stack.len().checked_sub(2).and_then(|d| stack[d].1));
             trie.nodes[node as usize].rule = Some(id);
@@ -671,6 +792,31 @@ impl RuleSet {
     pub fn from_rows(rows: Vec<LiteRow>, image: &str) -> RuleSet {
         let applying = rows.into_iter().filter(|r| r.image.applies_to(image));
         RuleSet::build(applying.map(LiteRule::from).collect(), image)
+    }
+
+    /// The rule set of rules already selected, de-duplicated and sorted by path (a compiled
+    /// rule table's). Only checked: the order (strictly increasing paths) and, like any rule
+    /// set, the constraints; either broken is an error (a table is compiled only from rules
+    /// that keep them).
+    pub(crate) fn from_checked(rules: Vec<LiteRule>, image: &str) -> Result<RuleSet, String> {
+        if let Some(w) = rules.windows(2).find(|w| w[0].path >= w[1].path) {
+            return Err(format!(
+                "rules out of order: {} before {}",
+                w[0].path, w[1].path
+            ));
+        }
+        let (trie, above) = Trie::build(&rules);
+        let mut set = RuleSet {
+            image: image.to_string(),
+            rules,
+            trie,
+            violations: Vec::new(),
+        };
+        set.validate(&above);
+        match set.violations.first() {
+            Some(v) => Err(v.to_string()),
+            None => Ok(set),
+        }
     }
 
     /// Builds the rule set from the rules of the rows that apply to `image`, in file order.
@@ -828,8 +974,22 @@ pub fn image_names(rows: &[LiteRow]) -> Vec<String> {
     names
 }
 
-/// Convenience for callers holding a file path: read, parse and select for an image.
+/// Convenience for callers holding a file path: read, parse and select for an image. A
+/// compiled rule table beside the litefile is used instead of parsing when it was compiled
+/// from exactly these bytes for this image ([`crate::rule_table`]); one that cannot be
+/// used is logged.
 pub fn load_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
+    use crate::rule_table::{Beside, load_beside};
+    match load_beside(file, image) {
+        Beside::Loaded(rules, _) => return Ok(rules),
+        Beside::Unused(unused) => unused.log(),
+        Beside::Absent => {}
+    }
+    parse_rules(file, image)
+}
+
+/// Reads and parses a litefile for an image, without looking for a compiled table.
+pub fn parse_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
     rules_from_litefile_bytes(&read_table_file(file)?, file, image)
 }
 
@@ -852,6 +1012,18 @@ mod tests {
 
     fn set(entries: &[(&str, &str, &str)], image: &str) -> RuleSet {
         RuleSet::for_image(&rows_from(entries).unwrap(), image)
+    }
+
+    #[test]
+    fn every_documented_spelling_parses_and_is_kept_without_a_copy() {
+        for text in OPTION_SPELLINGS {
+            assert!(LiteOptions::parse(Some(text)).is_ok(), "{text:?}");
+            assert!(
+                matches!(options_spelling(text), Cow::Borrowed(_)),
+                "{text:?}"
+            );
+        }
+        assert!(matches!(options_spelling("rw,tmpfs"), Cow::Owned(ref s) if s == "rw,tmpfs"));
     }
 
     #[test]
@@ -1130,7 +1302,7 @@ mod tests {
     fn paths_normalise() {
         assert_eq!(
             LitePath::parse("//etc//ssh/").unwrap(),
-            (LitePath("/etc/ssh".into()), true)
+            (LitePath::parse("/etc/ssh").unwrap().0, true)
         );
         let (p, d) = LitePath::parse("/etc/fstab").unwrap();
         assert!(!d);
@@ -1157,6 +1329,27 @@ mod tests {
             "/etc/bench".len()
         );
         assert_eq!(shared_prefix("/etc/a/b/c", "/etc/a/d"), "/etc/a".len());
+        // Word-at-a-time against byte-at-a-time, differences on both sides of every
+        // 8-byte boundary.
+        let slow = |a: &str, b: &str| {
+            let (x, y) = (a.as_bytes(), b.as_bytes());
+            let common = x.iter().zip(y).take_while(|(p, q)| p == q).count();
+            let ends = |p: &[u8]| p.get(common).is_none_or(|&c| c == b'/');
+            if ends(x) && ends(y) {
+                common
+            } else {
+                y[..common].iter().rposition(|&c| c == b'/').unwrap_or(0)
+            }
+        };
+        let base = "/usr/share/locale/de_DE/LC_MESSAGES/messages.mo";
+        for cut in 0..=base.len() {
+            let a = &base[..cut];
+            for tail in ["", "/", "x", "/y", "/LC_MESSAGES", "_AT/z"] {
+                let b = format!("{a}{tail}");
+                assert_eq!(shared_prefix(a, &b), slow(a, &b), "{a:?} {b:?}");
+                assert_eq!(shared_prefix(&b, base), slow(&b, base), "{b:?} {base:?}");
+            }
+        }
     }
 
     /// The trie (built from sorted paths, reusing the previous path's nodes) answers what a

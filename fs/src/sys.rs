@@ -127,6 +127,25 @@ pub fn statx_sync(dirfd: RawFd, path: &CStr, flags: libc::c_int) -> io::Result<l
     Ok(unsafe { stx.assume_init() })
 }
 
+/// `statx(AT_STATX_DONT_SYNC)` of `path`: what the kernel has cached, asking no server. On
+/// a FUSE mount no request is sent (the device and mount-root flag come from the kernel's
+/// own superblock and mount), so a daemon may ask it of its own mount before it serves.
+pub fn statx_cached(path: &CStr) -> io::Result<libc::statx> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: AT_FDCWD, a NUL-terminated path, and a buffer of the right type, initialised
+    // by the kernel on success.
+    check(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_STATX_DONT_SYNC | libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    Ok(unsafe { stx.assume_init() })
+}
+
 /// `fstatat(fd, "", AT_EMPTY_PATH)`: works on `O_PATH` descriptors, symlinks included.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     let mut st = std::mem::MaybeUninit::<Stat>::zeroed();

@@ -185,6 +185,64 @@ fn design_doc_litefiles_load_validate_and_print() {
 }
 
 #[test]
+fn ilitefile_compile_writes_a_rule_table_beside_the_litefile_and_refuses_bad_rules() {
+    let t = cluster("litefile-redhat.csv");
+    let out = ok(run(t.path(), &["ilitefile", IMAGE, "--compile"]));
+    let table = t.path().join(format!("litefile.csv.{IMAGE}.rules"));
+    assert!(out.starts_with(&format!("{}: ", table.display())), "{out}");
+    let bytes = std::fs::read(&table).expect("table written");
+    assert!(bytes.starts_with(b"SLRULES"), "a rule table");
+    // What a mount would load is what the litefile says (the library's own check).
+    let litefile = t.path().join("litefile.csv");
+    let loaded =
+        statelite_fs::rule_table::load(&bytes, &std::fs::read(&litefile).expect("litefile"), IMAGE)
+            .expect("the table loads");
+    let parsed = statelite_fs::rules::load_rules(&litefile, "no-such-image")
+        .expect("parses")
+        .rules()
+        .len();
+    assert!(loaded.rules().len() >= parsed, "the image's rows and ALL's");
+    // The empty image name (ALL rows only) has a table of its own name.
+    ok(run(t.path(), &["ilitefile", "", "--compile"]));
+    assert!(t.path().join("litefile.csv.rules").exists());
+
+    // A name that cannot be part of a file name: refused, nothing written.
+    let o = run(t.path(), &["ilitefile", "../escape", "--compile"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot be part of a file name"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.path().join("litefile.csv.../escape.rules").exists());
+    assert!(
+        !t.path()
+            .parent()
+            .expect("parent")
+            .join("escape.rules")
+            .exists()
+    );
+
+    // Rules breaking a constraint: exit 1 naming the file and the rows; the table of the
+    // last good compile is left as it was.
+    ok(run(
+        t.path(),
+        &["chtab", "image=ALL,file=/data/", "litefile.options=ro"],
+    ));
+    ok(run(
+        t.path(),
+        &["chtab", "image=ALL,file=/data/x", "litefile.options=tmpfs"],
+    ));
+    let (_, err) = fails(run(t.path(), &["ilitefile", IMAGE, "--compile"]));
+    assert!(err.contains(&litefile.display().to_string()), "{err}");
+    assert!(err.contains("/data/x is under /data"), "{err}");
+    assert_eq!(std::fs::read(&table).expect("still there"), bytes);
+    // --compile with --check or --json is a usage error (clap's exit 2).
+    let o = run(t.path(), &["ilitefile", IMAGE, "--compile", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn ilitefile_check_reports_every_violation() {
     let t = cluster("litefile-redhat.csv");
     ok(run(

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 use statelite_fs::rules::{LiteRow, RuleSet, Violation, parse_litefile};
+use statelite_fs::tabfile::{read_table_file, write_file_atomic};
 
 use crate::cmd_tables::{CmdError, print_json};
 use crate::db::Db;
@@ -56,7 +57,7 @@ fn file_entries(rules: &RuleSet) -> Vec<FileEntry> {
             options: if r.options_text.is_empty() {
                 "tmpfs,rw".to_string()
             } else {
-                r.options_text.clone()
+                r.options_text.to_string()
             },
             storage: r.storage().name(),
             method: format!("{:?}", r.options.method()).to_lowercase(),
@@ -178,7 +179,13 @@ fn exit(failed: bool) -> ExitCode {
     --check reports every broken rule with the litefile lines involved: a ro or con \
     directory with entries below it, a non-persistent entry below a persistent \
     directory, con on a directory, entries below a file entry, the same path listed \
-    twice with different options. Exit status 1 when there is any.")]
+    twice with different options. Exit status 1 when there is any.\n\n\
+    --compile writes the image's rules, checked, into a rule table beside the litefile \
+    (litefile.csv.IMAGE.rules; litefile.csv.rules for the empty image name). A mount \
+    whose litefile is byte for byte the one compiled (copy both files together) loads \
+    the table instead of parsing the CSV, so its start-up does not grow with the number \
+    of rows; after any change to the litefile the table is ignored until compiled again. \
+    Refused (exit 1) when a rule breaks a constraint.")]
 pub struct IlitefileArgs {
     /// The image name (an osimage name, as litefile's image column uses it).
     pub image: String,
@@ -188,11 +195,17 @@ pub struct IlitefileArgs {
     /// Print JSON: {"image", "entries": [...], "violations": [{"message", "lines"}]}.
     #[arg(long)]
     pub json: bool,
+    /// Compile the image's rules into a table beside the litefile, for mounts to load.
+    #[arg(long, conflicts_with_all = ["check", "json"])]
+    pub compile: bool,
 }
 
 impl IlitefileArgs {
     pub fn run(&self, tables: &Path) -> Result<ExitCode, CmdError> {
         let db = Db::open(tables);
+        if self.compile {
+            return self.compile(&db);
+        }
         let rows = load_litefile(&db)?;
         let rules = RuleSet::for_image(&rows, &self.image);
         let entries = file_entries(&rules);
@@ -225,6 +238,32 @@ impl IlitefileArgs {
             print_file_entries(&self.image, &entries)?;
         }
         Ok(exit(self.check && !violations.is_empty()))
+    }
+
+    /// `--compile`: the table is written atomically, so a mount reads the old one or the
+    /// new one, never half of one.
+    fn compile(&self, db: &Db) -> Result<ExitCode, CmdError> {
+        use statelite_fs::rule_table;
+        let file = db.path_of("litefile");
+        let target = rule_table::table_path(&file, &self.image).ok_or_else(|| {
+            CmdError::Usage(format!(
+                "image name {:?} cannot be part of a file name (it has a '/', a control \
+                 character or a leading '.')",
+                self.image
+            ))
+        })?;
+        let source = read_table_file(&file)?;
+        let table = match rule_table::compile(&source, &file, &self.image) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("statelite: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        write_file_atomic(&target, &table)
+            .map_err(|e| CmdError::Usage(format!("{}: cannot write: {e}", target.display())))?;
+        println!("{}: {} bytes", target.display(), table.len());
+        Ok(ExitCode::SUCCESS)
     }
 }
 

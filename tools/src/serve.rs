@@ -547,7 +547,7 @@ fn answer(db: &Db, ranges: &mut RangeMemo, node: &str, peer: IpAddr) -> Result<A
             fields: vec![
                 Some(img.clone()),
                 Some(file.clone()),
-                (!r.options_text.is_empty()).then(|| r.options_text.clone()),
+                (!r.options_text.is_empty()).then(|| r.options_text.to_string()),
                 None,
                 None,
             ],
@@ -555,7 +555,7 @@ fn answer(db: &Db, ranges: &mut RangeMemo, node: &str, peer: IpAddr) -> Result<A
         litefile.push(FileRow {
             image: img,
             file,
-            options: r.options_text.clone(),
+            options: r.options_text.to_string(),
         });
     }
 

@@ -323,6 +323,15 @@ fn run(args: &Args) -> Result<(), String> {
         fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         fs::write(dir.join("litefile.csv"), text).map_err(|e| e.to_string())?;
     }
+    // FUSE mode's start-up work on the management node, as liteimg is symlink mode's:
+    // each litefile's rules compiled into the table a mount loads instead of parsing.
+    for dir in [&tables, &tables_many] {
+        run_cmd(Command::new(&statelite).arg("--tables").arg(dir).args([
+            "ilitefile",
+            "",
+            "--compile",
+        ]))?;
+    }
     let lite = work.join("lite");
     let lite_many = work.join("lite-many");
     let need_many = wanted("mount") && modes_list.contains(&Mode::Symlink);

@@ -90,6 +90,12 @@ impl Fixture {
     }
 
     pub fn mount(&mut self) {
+        self.mount_output();
+    }
+
+    /// Mounts; returns what the mount command wrote on stderr (the daemon's log up to the
+    /// mount being ready, at the level `envs` sets with `STATELITE_LOG`).
+    pub fn mount_output(&mut self) -> String {
         let out = Command::new(bin("statelite-mountd"))
             .arg("mount")
             .arg("--image")
@@ -124,6 +130,7 @@ impl Fixture {
             String::from_utf8_lossy(&out.stderr)
         );
         self.mounted = true;
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn umount(&mut self) {

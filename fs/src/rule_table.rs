@@ -5,13 +5,13 @@
 //!
 //! Why: a mount reads its litefile while the kernel mount is made, and with 2,000 rows that
 //! parse (~0.9 ms in a fresh daemon on the bench VM) outlasted the mount and set the time
-//! to a ready root. A table loads in a fraction of that, so mount-to-ready stays flat in
-//! the number of entries (benches/RESULTS.md, run 16).
+//! to a ready root. A table loads in well under that, so mount-to-ready grows less with the
+//! number of entries (benches/RESULTS.md, run 16, with what is left).
 //!
-//! A table never changes what a mount does: it holds a copy of the exact litefile bytes it
-//! was compiled from and the image it was compiled for, and is used only when both match
-//! the litefile being mounted. A stale, foreign or damaged table is ignored (logged) and
-//! the litefile is parsed as without one. The table sits beside the litefile:
+//! A table never changes what a mount does: it records the length and hash of the litefile
+//! bytes it was compiled from and the image it was compiled for, and is used only when both
+//! match the litefile being mounted. A stale, foreign or damaged table is ignored (logged)
+//! and the litefile is parsed as without one. The table sits beside the litefile:
 //! [`table_path`].
 
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use crate::tabfile::TabError;
 /// one, and an old daemon then ignores the table instead of misreading it).
 const MAGIC: &[u8; 8] = b"SLRULES1";
 
-/// Largest table a mount reads (a 2,000-row litefile compiles to ~80 KiB).
+/// Largest table a mount reads (a 2,000-row litefile compiles to ~60 KiB).
 const MAX_TABLE_BYTES: u64 = 64 << 20;
 
 /// The litefile is hashed in chunks of this size (the same at compile time and at load,

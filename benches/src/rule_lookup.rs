@@ -99,7 +99,7 @@ fn time_load(file: &std::path::Path) {
                 .unwrap_or_else(|e| fail(&e))
         }),
     )];
-    if let Some(table) = table.clone() {
+    if let Some(table) = table {
         ways.push((
             "read and load the compiled table",
             Box::new(move |bytes: &[u8]| {

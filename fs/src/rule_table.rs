@@ -317,7 +317,6 @@ pub struct Unused {
 
 impl Unused {
     /// Logs why (a stale table is ordinary after an edit; anything else is a warning).
-    /// Left to the caller: a mount finds its table before its logging is set up.
     pub fn log(&self) {
         match &self.why {
             Ok(e @ TableError::Stale) => tracing::info!(
@@ -333,6 +332,29 @@ impl Unused {
                 "rule table {}: cannot read: {e}; parsing the litefile",
                 self.table.display()
             ),
+        }
+    }
+}
+
+/// Where a litefile's rules came from ([`crate::rules::read_rules`]), for the log.
+#[derive(Debug)]
+pub enum RulesSource {
+    /// The compiled table at this path.
+    Table(PathBuf),
+    /// The litefile itself, and the table beside it that could not be used, if any.
+    Litefile(Option<Unused>),
+}
+
+impl RulesSource {
+    /// Logs where the rules came from. Left to the caller: a mount reads its rules before
+    /// its logging is set up.
+    pub fn log(&self) {
+        match self {
+            RulesSource::Table(table) => {
+                tracing::info!(table = %table.display(), "rules from the compiled rule table")
+            }
+            RulesSource::Litefile(Some(unused)) => unused.log(),
+            RulesSource::Litefile(None) => {}
         }
     }
 }

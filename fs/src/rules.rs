@@ -976,21 +976,28 @@ pub fn image_names(rows: &[LiteRow]) -> Vec<String> {
 
 /// Convenience for callers holding a file path: read, parse and select for an image. A
 /// compiled rule table beside the litefile is used instead of parsing when it was compiled
-/// from exactly these bytes for this image ([`crate::rule_table`]); one that cannot be
-/// used is logged.
+/// from exactly these bytes for this image ([`crate::rule_table`]). Where the rules came
+/// from is logged ([`read_rules`] leaves that to its caller).
 pub fn load_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
-    use crate::rule_table::{Beside, load_beside};
-    match load_beside(file, image) {
-        Beside::Loaded(rules, _) => return Ok(rules),
-        Beside::Unused(unused) => unused.log(),
-        Beside::Absent => {}
-    }
-    parse_rules(file, image)
+    let (rules, source) = read_rules(file, image);
+    source.log();
+    rules
 }
 
-/// Reads and parses a litefile for an image, without looking for a compiled table.
-pub fn parse_rules(file: &Path, image: &str) -> Result<RuleSet, TabError> {
-    rules_from_litefile_bytes(&read_table_file(file)?, file, image)
+/// [`load_rules`] without the log line: the rules, and where they came from.
+pub fn read_rules(
+    file: &Path,
+    image: &str,
+) -> (Result<RuleSet, TabError>, crate::rule_table::RulesSource) {
+    use crate::rule_table::{Beside, RulesSource, load_beside};
+    let unused = match load_beside(file, image) {
+        Beside::Loaded(rules, table) => return (Ok(rules), RulesSource::Table(table)),
+        Beside::Unused(unused) => Some(unused),
+        Beside::Absent => None,
+    };
+    let parsed =
+        read_table_file(file).and_then(|bytes| rules_from_litefile_bytes(&bytes, file, image));
+    (parsed, RulesSource::Litefile(unused))
 }
 
 /// Builds rows from `(image, file, options)` triples; for tests and generated tables.

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use statelite_fs::layers::LayerPaths;
 use statelite_fs::mount::{self, MountConfig};
 use statelite_fs::overlay::OverlayOptions;
+use statelite_fs::rule_table::RulesSource;
 use statelite_fs::rules::RuleSet;
 
 mod boot;
@@ -226,20 +227,16 @@ fn print_cmdline(line: Option<String>) -> Result<(), String> {
 
 fn load_rules(litefile: &std::path::Path, image_name: &str) -> Result<RuleSet, String> {
     let rules = statelite_fs::rules::load_rules(litefile, image_name).map_err(|e| e.to_string())?;
-    checked(rules, Some(litefile))
+    checked(rules, litefile)
 }
 
-/// `rules`, unless they break a constraint (a compiled table never does: it is only
-/// compiled from rules that keep them, and checked again when loaded).
-fn checked(rules: RuleSet, litefile: Option<&std::path::Path>) -> Result<RuleSet, String> {
+/// `rules`, unless they break a constraint.
+fn checked(rules: RuleSet, litefile: &std::path::Path) -> Result<RuleSet, String> {
     if !rules.violations().is_empty() {
-        let file = litefile
-            .map(|f| format!("{}: ", f.display()))
-            .unwrap_or_default();
         let list: Vec<String> = rules
             .violations()
             .iter()
-            .map(|v| format!("  {file}{v}"))
+            .map(|v| format!("  {}: {v}", litefile.display()))
             .collect();
         return Err(format!(
             "the litefile breaks statelite's rules; fix these rows first:\n{}",
@@ -251,39 +248,25 @@ fn checked(rules: RuleSet, litefile: Option<&std::path::Path>) -> Result<RuleSet
 
 /// The mount's rules, being read on their own thread (from the start of the process, see
 /// [`EarlyRules`], or from just before the mount): from the compiled rule table beside the
-/// litefile when it matches, else parsed from the litefile.
-struct RulesJob(std::sync::mpsc::Receiver<(Result<RuleSet, String>, RulesFrom)>);
-
-/// Where the rules came from, logged at [`RulesJob::join`] (a foreground mount starts
-/// reading before its logging is set up).
-enum RulesFrom {
-    Table(PathBuf),
-    Litefile(Option<statelite_fs::rule_table::Unused>),
-}
+/// litefile when it matches, else parsed from the litefile. Where they came from is logged
+/// at [`RulesJob::join`] (a foreground mount starts reading before its logging is set up).
+struct RulesJob(std::sync::mpsc::Receiver<(Result<RuleSet, String>, RulesSource)>);
 
 /// How long [`RulesJob::join`] keeps its CPU busy waiting before it sleeps.
 const RULES_SPIN: Duration = Duration::from_millis(3);
 
 impl RulesJob {
     fn spawn(litefile: PathBuf, image_name: String) -> std::io::Result<RulesJob> {
-        use statelite_fs::rule_table::{Beside, load_beside};
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("rules".into())
             .spawn(move || {
-                let unused = match load_beside(&litefile, &image_name) {
-                    Beside::Loaded(rules, table) => {
-                        let _ = tx.send((checked(rules, None), RulesFrom::Table(table)));
-                        return;
-                    }
-                    Beside::Unused(u) => Some(u),
-                    Beside::Absent => None,
-                };
-                let rules = statelite_fs::rules::parse_rules(&litefile, &image_name)
+                let (rules, source) = statelite_fs::rules::read_rules(&litefile, &image_name);
+                let rules = rules
                     .map_err(|e| e.to_string())
-                    .and_then(|r| checked(r, Some(&litefile)));
+                    .and_then(|r| checked(r, &litefile));
                 // The receiver may be gone (a mount that failed first); nothing to do then.
-                let _ = tx.send((rules, RulesFrom::Litefile(unused)));
+                let _ = tx.send((rules, source));
             })
             .map(|_| RulesJob(rx))
     }
@@ -305,16 +288,10 @@ impl RulesJob {
                 Err(TryRecvError::Empty) => break self.0.recv().ok(),
             }
         };
-        let Some((rules, from)) = got else {
+        let Some((rules, source)) = got else {
             return Err("reading the litefile failed".into());
         };
-        match from {
-            RulesFrom::Table(table) => {
-                tracing::info!(table = %table.display(), "rules from the compiled rule table")
-            }
-            RulesFrom::Litefile(Some(unused)) => unused.log(),
-            RulesFrom::Litefile(None) => {}
-        }
+        source.log();
         rules
     }
 }

@@ -47,6 +47,10 @@ pub struct Mounted {
     session: Session<StateliteFs>,
     /// The mount's device number (`major`, `minor`), found right after mounting.
     device: Result<(u32, u32), String>,
+    /// The image generation the mount started from: read before the mount is reported
+    /// ready, so that an update made right after ready is seen as one (read when the
+    /// watcher started, a bump made before that became its starting point, unseen).
+    generation: Option<String>,
     stop: Arc<AtomicBool>,
 }
 
@@ -117,6 +121,7 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
     // own must not mask it again (mkdir 0777 under umask 0 must give 0777).
     unsafe { libc::umask(0) };
     let layers = LayerStack::open(cfg.layers.clone())?;
+    let generation = read_generation(&layers);
     let overlay = Overlay::new(rules, layers, cfg.options.clone()).map_err(MountError::Setup)?;
     let mut config = Config::default();
     config.mount_options = vec![
@@ -154,6 +159,7 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
         overlay,
         session,
         device,
+        generation,
         stop: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -194,9 +200,12 @@ impl Mounted {
         let ov = self.overlay.clone();
         let stop = self.stop.clone();
         let watched = rings.clone();
+        let since = self.generation.clone();
         let watcher = std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || watch_generation(&ov, watched.as_deref(), generation_interval, &stop))?;
+            .spawn(move || {
+                watch_generation(&ov, watched.as_deref(), since, generation_interval, &stop)
+            })?;
         // fuser unmounts the mount point *path* when its mount handle is dropped at the end
         // of the session. By then the kernel has already dropped our mount (that is why the
         // session ended), and the path may hold a new mount of the same root (a quick
@@ -343,13 +352,15 @@ fn unescape_octal(field: &str) -> Vec<u8> {
     out
 }
 
+/// Counts and acts on every change of the image generation from `last`, the generation the
+/// mount started from.
 fn watch_generation(
     ov: &Overlay,
     rings: Option<&ring::Rings>,
+    mut last: Option<String>,
     interval: Duration,
     stop: &AtomicBool,
 ) {
-    let mut last = read_generation(&ov.layers);
     let tick = Duration::from_millis(100);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {

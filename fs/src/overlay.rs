@@ -559,8 +559,7 @@ impl Overlay {
     }
 
     fn area_for_rule(&self, rs: &RuleState, id: RuleId) -> Area {
-        let rule = rs.rules.rule(id);
-        let store = match rule.storage() {
+        let store = match rs.rules.storage(id) {
             Storage::Ro => return Area::ReadOnly(id),
             Storage::Tmpfs | Storage::Con => StoreKind::Volatile,
             Storage::Persistent => StoreKind::Persistent,
@@ -763,8 +762,7 @@ impl Overlay {
         area: Area,
         trie: Option<TrieNode>,
     ) -> Result<Option<Resolved>, Errno> {
-        let rule = rs.rules.rule(id);
-        let rel: Arc<str> = rule.path.relative().into();
+        let rel: Arc<str> = rs.rules.relative(id).into();
         let mut upper = None;
         if let Area::Store { store, .. } = area {
             let root = self.layers.store(store).ok_or(Errno::EROFS)?;
@@ -781,7 +779,7 @@ impl Overlay {
         if upper.is_none()
             && let Area::Store { store, .. } = area
         {
-            if rule.storage() == Storage::Con {
+            if rs.rules.storage(id) == Storage::Con {
                 // con: the image's file, then every litetree hit, concatenated once per
                 // boot into the volatile store.
                 let sources: Vec<OwnedFd> = self
@@ -798,7 +796,7 @@ impl Overlay {
                 let base = CString::new(base).map_err(|_| Errno::EINVAL)?;
                 upper = Some(copy_up::concat_into(&sources, dir.as_fd(), &base).map_err(err)?);
                 self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
-            } else if lower.is_none() && rule.is_dir {
+            } else if lower.is_none() && rs.rules.is_dir(id) {
                 // A writable directory entry that exists nowhere: the node gets it empty
                 // (as liteimg would have created it).
                 upper = Some(self.layers.store_dir(store, &rel).map_err(err)?);
@@ -1753,16 +1751,19 @@ fn split_rel(rel: &str) -> (&str, &str) {
 }
 
 fn collect_scratch_dirs(rules: &RuleSet, node: TrieNode, out: &mut HashSet<TrieNode>) {
+    // Inserted once per directory, not once per entry: a directory of 2,000 file entries
+    // hashed its node 2,000 times, on the mount's path to ready.
+    let mut scratch = false;
     for (_, child) in rules.child_names(node) {
         match rules.rule_at(child) {
             Some(id) => {
-                let r = rules.rule(id);
-                if !r.is_dir && r.storage().is_writable() {
-                    out.insert(node);
-                }
+                scratch |= !rules.is_dir(id) && rules.storage(id).is_writable();
             }
             None => collect_scratch_dirs(rules, child, out),
         }
+    }
+    if scratch {
+        out.insert(node);
     }
 }
 
@@ -1862,9 +1863,9 @@ impl StateliteFs {
         let rs = ov.rs();
         let entry_rel = match area {
             Area::Store { rule: Some(id), .. }
-                if rs.rules.rule(id).path.relative() == Overlay::rel_path(parent, name) =>
+                if rs.rules.relative(id) == Overlay::rel_path(parent, name) =>
             {
-                Some(Arc::<str>::from(rs.rules.rule(id).path.relative()))
+                Some(Arc::<str>::from(rs.rules.relative(id)))
             }
             Area::Store { rule: None, .. } => {
                 Some(Arc::<str>::from(Overlay::rel_path(parent, name)))

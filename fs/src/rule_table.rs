@@ -1,12 +1,12 @@
 //! Compiled rule tables: one image's litefile rules, parsed, selected, de-duplicated, sorted
 //! and checked on the management node (`statelite ilitefile IMAGE --compile`), so that a
-//! node's mount does no per-row work beyond copying each rule's path: no CSV scanning, no
-//! option words, no precedence sorting, no constraint messages.
+//! node's mount does no per-row work beyond checking each rule's path and writing its
+//! 20-byte record ([`crate::rules::RuleRecord`]): no CSV scanning, no option words (each
+//! spelling is stored and read once), no precedence sorting, no constraint messages.
 //!
 //! Why: a mount reads its litefile while the kernel mount is made, and with 2,000 rows that
 //! parse (~0.9 ms in a fresh daemon on the bench VM) outlasted the mount and set the time
-//! to a ready root. A table loads in well under that, so mount-to-ready grows less with the
-//! number of entries (benches/RESULTS.md, run 16, with what is left).
+//! to a ready root. A table loads in well under that (benches/RESULTS.md, runs 16 and 17).
 //!
 //! A table never changes what a mount does: it records the length and hash of the litefile
 //! bytes it was compiled from and the image it was compiled for, and is used only when both
@@ -18,14 +18,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{
-    LiteOptions, LitePath, LiteRule, RuleSet, options_spelling, rules_from_litefile_bytes,
-};
+use crate::rules::{LiteOptions, RuleRecord, RuleSet, options_spelling, rules_from_litefile_bytes};
 use crate::tabfile::TabError;
 
 /// The first bytes of every table; the digit is the format version (a new layout gets a new
 /// one, and an old daemon then ignores the table instead of misreading it).
-const MAGIC: &[u8; 8] = b"SLRULES1";
+const MAGIC: &[u8; 8] = b"SLRULES2";
 
 /// Largest table a mount reads (a 2,000-row litefile compiles to ~60 KiB).
 const MAX_TABLE_BYTES: u64 = 64 << 20;
@@ -34,7 +32,7 @@ const MAX_TABLE_BYTES: u64 = 64 << 20;
 /// where it is read through a buffer of this size instead of into memory of its own).
 const HASH_CHUNK: usize = 16 << 10;
 
-/// What follows [`MAGIC`] (postcard), then `rules` [`StoredRule`]s one after another.
+/// What follows [`MAGIC`] (postcard), then `rules` [`StoredRule`]s of [`RULE_BYTES`] each.
 /// Strings borrow from the table's bytes.
 #[derive(Serialize, Deserialize)]
 struct Header<'a> {
@@ -46,19 +44,60 @@ struct Header<'a> {
     /// Every rule's path, one after another (each rule gives its length): loaded as one
     /// buffer the rules share.
     paths: &'a str,
+    /// Each options value the rules use, as written, once: a rule names its own by index,
+    /// so a load reads (and checks) a few spellings, not one per rule.
+    options: Vec<&'a str>,
 }
 
+/// Bytes of one [`StoredRule`].
+const RULE_BYTES: usize = 8;
+
 /// One rule; the rules are sorted by path, one per path, none breaking a constraint.
-#[derive(Serialize, Deserialize)]
-struct StoredRule<'a> {
+/// Stored as fixed-size records (little-endian `path_len: u16`, flags, `options: u8`,
+/// `line: u32`), which a load walks without decoding a format per rule: that decoding was
+/// half of loading a 2,000-rule table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredRule {
     /// Bytes of [`Header::paths`] that are this rule's path: normalised, without the
-    /// trailing `/` of a directory entry.
-    path_len: u32,
+    /// trailing `/` of a directory entry (at most 4,095 bytes).
+    path_len: u16,
     is_dir: bool,
-    /// The options as written (read again with [`LiteOptions::parse`], which is cheap).
-    options: &'a str,
-    line: u32,
     image_specific: bool,
+    /// Index into [`Header::options`].
+    options: u8,
+    line: u32,
+}
+
+const FLAG_DIR: u8 = 1;
+const FLAG_IMAGE_SPECIFIC: u8 = 2;
+
+impl StoredRule {
+    fn encode(self) -> [u8; RULE_BYTES] {
+        let [a, b] = self.path_len.to_le_bytes();
+        let mut flags = 0;
+        if self.is_dir {
+            flags |= FLAG_DIR;
+        }
+        if self.image_specific {
+            flags |= FLAG_IMAGE_SPECIFIC;
+        }
+        let [l0, l1, l2, l3] = self.line.to_le_bytes();
+        [a, b, flags, self.options, l0, l1, l2, l3]
+    }
+
+    fn decode(rec: [u8; RULE_BYTES]) -> Result<StoredRule, String> {
+        let [a, b, flags, options, l0, l1, l2, l3] = rec;
+        if flags & !(FLAG_DIR | FLAG_IMAGE_SPECIFIC) != 0 {
+            return Err(format!("unknown rule flags {flags:#04x}"));
+        }
+        Ok(StoredRule {
+            path_len: u16::from_le_bytes([a, b]),
+            is_dir: flags & FLAG_DIR != 0,
+            image_specific: flags & FLAG_IMAGE_SPECIFIC != 0,
+            options,
+            line: u32::from_le_bytes([l0, l1, l2, l3]),
+        })
+    }
 }
 
 /// Why a table was not used.
@@ -89,6 +128,11 @@ pub enum CompileError {
     },
     #[error("{file}: line {line} is beyond what a rule table can hold")]
     TooLong { file: PathBuf, line: usize },
+    #[error(
+        "{file}: the rules spell their options {count} different ways, more than a rule \
+         table can hold (256); the litefile itself still works"
+    )]
+    TooManySpellings { file: PathBuf, count: usize },
     #[error("{file}: cannot encode the rule table: {problem}")]
     Encode { file: PathBuf, problem: String },
 }
@@ -195,37 +239,50 @@ pub fn compile(source: &[u8], file: &Path, image: &str) -> Result<Vec<u8>, Compi
         file: file.to_path_buf(),
         problem: e.to_string(),
     };
+    let too_long = |line: usize| CompileError::TooLong {
+        file: file.to_path_buf(),
+        line,
+    };
+    let count = u32::try_from(rules.rules().len()).map_err(|_| too_long(rules.rules().len()))?;
+    let paths: String = rules.rules().iter().map(|r| r.path.as_str()).collect();
+    let mut spellings: Vec<&str> = Vec::new();
+    let mut records = Vec::with_capacity(rules.rules().len() * RULE_BYTES);
+    for r in rules.rules() {
+        let text: &str = &r.options_text;
+        let index = match spellings.iter().position(|&s| s == text) {
+            Some(i) => i,
+            None => {
+                spellings.push(text);
+                spellings.len() - 1
+            }
+        };
+        let rule = StoredRule {
+            // A path is at most 4,095 bytes (LitePath).
+            path_len: u16::try_from(r.path.as_str().len()).map_err(|_| too_long(r.line))?,
+            is_dir: r.is_dir,
+            image_specific: r.image_specific,
+            options: u8::try_from(index).unwrap_or(u8::MAX),
+            line: u32::try_from(r.line).map_err(|_| too_long(r.line))?,
+        };
+        records.extend_from_slice(&rule.encode());
+    }
+    if spellings.len() > usize::from(u8::MAX) + 1 {
+        return Err(CompileError::TooManySpellings {
+            file: file.to_path_buf(),
+            count: spellings.len(),
+        });
+    }
     let header = Header {
         image,
         source_len: source.len() as u64,
         source_hash: source_hash(source),
-        rules: u32::try_from(rules.rules().len()).map_err(|_| CompileError::TooLong {
-            file: file.to_path_buf(),
-            line: rules.rules().len(),
-        })?,
-        paths: "",
-    };
-    let paths: String = rules.rules().iter().map(|r| r.path.as_str()).collect();
-    let header = Header {
+        rules: count,
         paths: &paths,
-        ..header
+        options: spellings,
     };
     let mut out = MAGIC.to_vec();
     out = postcard::to_extend(&header, out).map_err(encode)?;
-    for r in rules.rules() {
-        let rule = StoredRule {
-            // A path is at most 4,095 bytes (LitePath).
-            path_len: r.path.as_str().len() as u32,
-            is_dir: r.is_dir,
-            options: &r.options_text,
-            line: u32::try_from(r.line).map_err(|_| CompileError::TooLong {
-                file: file.to_path_buf(),
-                line: r.line,
-            })?,
-            image_specific: r.image_specific,
-        };
-        out = postcard::to_extend(&rule, out).map_err(encode)?;
-    }
+    out.extend_from_slice(&records);
     Ok(out)
 }
 
@@ -239,12 +296,15 @@ fn header(table: &[u8]) -> Result<(Header<'_>, &[u8]), TableError> {
 /// and hash `source` (see [`load`] and [`load_beside`]). Everything is checked again
 /// (paths normal, options valid, order, constraints): a damaged table is an error, never
 /// a wrong rule set or a panic.
+///
+/// The table's bytes are let go of (when owned) once its rules are decoded, before the trie
+/// is built, so that the trie can reuse their memory rather than touch new pages.
 fn load_checked(
-    table: &[u8],
+    table: impl AsRef<[u8]>,
     image: &str,
     source: impl FnOnce() -> Result<(u64, u64), TableError>,
 ) -> Result<RuleSet, TableError> {
-    let (head, mut rest) = header(table)?;
+    let (head, rest) = header(table.as_ref())?;
     if head.image != image {
         return Err(TableError::OtherImage {
             compiled: head.image.to_string(),
@@ -255,39 +315,70 @@ fn load_checked(
         return Err(TableError::Stale);
     }
     let damaged = TableError::Damaged;
-    // Each rule is decoded and checked straight into its final form (no list of decoded
-    // records beside the rules: in a fresh daemon every new page is a fault), its path a
-    // range of the one copy of all paths.
-    let shared: std::sync::Arc<str> = std::sync::Arc::from(head.paths);
-    let mut at = 0usize;
-    let mut rules = Vec::with_capacity((head.rules as usize).min(rest.len()));
-    for i in 0..head.rules {
-        let (r, more): (StoredRule<'_>, _) = postcard::take_from_bytes(rest)
-            .map_err(|e| TableError::Damaged(format!("rule {}: {e}", i + 1)))?;
-        rest = more;
-        let end = at.saturating_add(r.path_len as usize);
-        let path = LitePath::in_shared(&shared, at..end).map_err(damaged)?;
-        at = end;
-        let options = LiteOptions::parse(Some(r.options)).map_err(damaged)?;
-        rules.push(LiteRule {
-            path,
-            is_dir: r.is_dir,
-            options,
-            options_text: options_spelling(r.options),
-            line: r.line as usize,
-            image_specific: r.image_specific,
-        });
-    }
-    if !rest.is_empty() {
-        return Err(damaged(format!("{} bytes after the last rule", rest.len())));
-    }
-    if at != shared.len() {
+    if rest.len() as u64 != u64::from(head.rules) * RULE_BYTES as u64 {
         return Err(damaged(format!(
-            "{} bytes of paths that no rule has",
-            shared.len() - at
+            "{} bytes of rules where {} rules take {}",
+            rest.len(),
+            head.rules,
+            u64::from(head.rules) * RULE_BYTES as u64
         )));
     }
-    RuleSet::from_checked(rules, image).map_err(damaged)
+    // Each spelling is read once; every rule then takes its options from this list.
+    let options = head
+        .options
+        .iter()
+        .map(|&text| LiteOptions::parse(Some(text)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(damaged)?;
+    let spellings: Vec<_> = head.options.iter().map(|&t| options_spelling(t)).collect();
+    // Each rule becomes its record straight away (no list of decoded rules beside): the
+    // rule set keeps these and the one copy of all paths they point into.
+    let shared: std::sync::Arc<str> = std::sync::Arc::from(head.paths);
+    let mut at = 0u32;
+    let mut records = Vec::with_capacity(head.rules as usize);
+    for (i, rec) in rest.chunks_exact(RULE_BYTES).enumerate() {
+        let mut bytes = [0u8; RULE_BYTES];
+        bytes.copy_from_slice(rec);
+        let r = StoredRule::decode(bytes).map_err(|e| damaged(format!("rule {}: {e}", i + 1)))?;
+        let end = at.saturating_add(u32::from(r.path_len));
+        let options = *options.get(usize::from(r.options)).ok_or_else(|| {
+            damaged(format!(
+                "rule {} names options {} of {}",
+                i + 1,
+                r.options,
+                spellings.len()
+            ))
+        })?;
+        records.push(RuleRecord {
+            start: at,
+            end,
+            line: r.line,
+            spelling: u32::from(r.options),
+            options,
+            is_dir: r.is_dir,
+            image_specific: r.image_specific,
+        });
+        at = end;
+    }
+    match (at as usize).cmp(&shared.len()) {
+        std::cmp::Ordering::Less => {
+            return Err(damaged(format!(
+                "{} bytes of paths that no rule has",
+                shared.len() - at as usize
+            )));
+        }
+        std::cmp::Ordering::Greater => {
+            return Err(damaged(format!(
+                "the rules name {} bytes of paths where the table has {}",
+                at,
+                shared.len()
+            )));
+        }
+        std::cmp::Ordering::Equal => {}
+    }
+    drop(options);
+    drop(table);
+    RuleSet::from_checked(shared, records, spellings, image).map_err(damaged)
 }
 
 /// The rule set in `table`, when it was compiled from exactly `source` for `image`.
@@ -301,7 +392,7 @@ pub fn load(table: &[u8], source: &[u8], image: &str) -> Result<RuleSet, TableEr
 #[derive(Debug)]
 pub enum Beside {
     /// The table's rules, and where the table is.
-    Loaded(RuleSet, PathBuf),
+    Loaded(Box<RuleSet>, PathBuf),
     /// No table there (or an image name that cannot name one).
     Absent,
     /// A table that cannot be used: the litefile is to be parsed.
@@ -378,8 +469,8 @@ pub fn load_beside(litefile: &Path, image: &str) -> Beside {
         }
     };
     let source = || file_hash(litefile).map_err(|e| TableError::Litefile(e.to_string()));
-    match load_checked(&bytes, image, source) {
-        Ok(rules) => Beside::Loaded(rules, table),
+    match load_checked(bytes, image, source) {
+        Ok(rules) => Beside::Loaded(Box::new(rules), table),
         Err(TableError::Litefile(_)) => Beside::Absent,
         Err(e) => Beside::Unused(Unused { table, why: Ok(e) }),
     }
@@ -429,7 +520,25 @@ mod tests {
             let table = compiled(image);
             let loaded = load(&table, LITEFILE.as_bytes(), image).expect("loads");
             let want = parsed(image);
+            // What the filesystem reads per request comes from the records: no full rules
+            // are made for it (they would cost a mount its memory).
+            for path in [
+                "/etc/ssh/known_hosts",
+                "/var/log/x",
+                "/etc/motd",
+                "/usr/bin/ls",
+            ] {
+                if let Some(id) = loaded.lookup_id(path) {
+                    assert!(
+                        loaded.path(id).len() > 1 && loaded.relative(id) == &loaded.path(id)[1..]
+                    );
+                    let _ = (loaded.is_dir(id), loaded.storage(id));
+                }
+            }
+            assert!(!loaded.has_full_rules(), "lookups made the full rules");
+            assert_eq!(loaded.len(), want.len());
             assert_eq!(loaded.rules(), want.rules(), "image {image:?}");
+            assert!(loaded.has_full_rules());
             assert_eq!(loaded.image(), image);
             for path in [
                 "/etc/adjtime",
@@ -488,8 +597,9 @@ mod tests {
             load(b"", LITEFILE.as_bytes(), "compute").err(),
             Some(TableError::NotATable)
         );
+        // Another version's table, the previous one included.
         let mut other_version = table.clone();
-        other_version[7] = b'2';
+        other_version[7] = b'1';
         assert_eq!(
             load(&other_version, LITEFILE.as_bytes(), "compute").err(),
             Some(TableError::NotATable)
@@ -510,33 +620,39 @@ mod tests {
         }
     }
 
-    /// A table's rules as (path, record), for editing.
-    type Records<'a> = Vec<(String, StoredRule<'a>)>;
+    /// A table's rules as (path, record) and its options spellings, for editing.
+    struct Records {
+        rules: Vec<(String, StoredRule)>,
+        options: Vec<String>,
+    }
 
     /// Re-encodes the empty image's table with its rules edited.
-    fn tampered(edit: &dyn Fn(&mut Records<'_>)) -> Result<RuleSet, TableError> {
+    fn tampered(edit: &dyn Fn(&mut Records)) -> Result<RuleSet, TableError> {
         let table = compiled("");
-        let (head, mut rest) = header(&table).expect("header");
-        let mut rules = Vec::new();
+        let (head, rest) = header(&table).expect("header");
+        let mut records = Records {
+            rules: Vec::new(),
+            options: head.options.iter().map(|o| o.to_string()).collect(),
+        };
         let mut at = 0;
-        for _ in 0..head.rules {
-            let (r, more): (StoredRule<'_>, _) = postcard::take_from_bytes(rest).expect("rule");
+        for rec in rest.chunks_exact(RULE_BYTES) {
+            let r = StoredRule::decode(rec.try_into().expect("record")).expect("rule");
             let end = at + r.path_len as usize;
-            rules.push((head.paths[at..end].to_string(), r));
+            records.rules.push((head.paths[at..end].to_string(), r));
             at = end;
-            rest = more;
         }
-        edit(&mut rules);
-        let paths: String = rules.iter().map(|(p, _)| p.as_str()).collect();
+        edit(&mut records);
+        let paths: String = records.rules.iter().map(|(p, _)| p.as_str()).collect();
         let head = Header {
-            rules: rules.len() as u32,
+            rules: records.rules.len() as u32,
             paths: &paths,
+            options: records.options.iter().map(String::as_str).collect(),
             ..head
         };
         let mut out = postcard::to_extend(&head, MAGIC.to_vec()).expect("encodes");
-        for (p, r) in &mut rules {
-            r.path_len = p.len() as u32;
-            out = postcard::to_extend(&*r, out).expect("encodes");
+        for (p, r) in &mut records.rules {
+            r.path_len = p.len() as u16;
+            out.extend_from_slice(&r.encode());
         }
         load(&out, LITEFILE.as_bytes(), "")
     }
@@ -549,9 +665,9 @@ mod tests {
         );
         let set = |paths: &[&str]| {
             let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-            move |r: &mut Records<'_>| {
+            move |r: &mut Records| {
                 for (i, p) in paths.iter().enumerate() {
-                    r[i].0 = p.clone();
+                    r.rules[i].0 = p.clone();
                 }
             }
         };
@@ -564,16 +680,25 @@ mod tests {
         assert!(matches!(not_normal, Err(TableError::Damaged(_))));
         let trailing = tampered(&set(&["/etc/adjtime/"]));
         assert!(matches!(trailing, Err(TableError::Damaged(_))));
-        let bad_options = tampered(&|r| r[0].1.options = "sometimes");
+        let bad_options = tampered(&|r| r.options[0] = "sometimes".into());
         assert!(matches!(bad_options, Err(TableError::Damaged(_))));
-        let unsorted = tampered(&|r| r.swap(0, 1));
+        let missing_options = tampered(&|r| r.rules[0].1.options = r.options.len() as u8);
+        assert!(
+            matches!(missing_options, Err(TableError::Damaged(_))),
+            "{missing_options:?}"
+        );
+        let unsorted = tampered(&|r| r.rules.swap(0, 1));
         assert!(matches!(unsorted, Err(TableError::Damaged(_))));
-        let twice = tampered(&|r| r[1].0 = r[0].0.clone());
+        let twice = tampered(&|r| r.rules[1].0 = r.rules[0].0.clone());
         assert!(matches!(twice, Err(TableError::Damaged(_))));
         // `con` on a directory is a constraint a table cannot smuggle past the checks.
         let con_dir = tampered(&|r| {
-            let i = r.iter().position(|x| x.0 == "/etc/motd").expect("motd");
-            r[i].1.is_dir = true;
+            let i = r
+                .rules
+                .iter()
+                .position(|x| x.0 == "/etc/motd")
+                .expect("motd");
+            r.rules[i].1.is_dir = true;
         });
         assert!(
             matches!(con_dir, Err(TableError::Damaged(_))),
@@ -599,6 +724,64 @@ mod tests {
             load(&longer, LITEFILE.as_bytes(), ""),
             Err(TableError::Damaged(_))
         ));
+        // A flag this version does not know.
+        let mut flagged = table.clone();
+        let first_rule = table.len() - RULE_BYTES * head.rules as usize;
+        flagged[first_rule + 2] |= 0x80;
+        let err = load(&flagged, LITEFILE.as_bytes(), "").unwrap_err();
+        assert!(
+            err.to_string().contains("rule 1: unknown rule flags"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records_keep_every_field() {
+        for rule in [
+            StoredRule {
+                path_len: 4095,
+                is_dir: true,
+                image_specific: false,
+                options: 255,
+                line: u32::MAX,
+            },
+            StoredRule {
+                path_len: 1,
+                is_dir: false,
+                image_specific: true,
+                options: 0,
+                line: 2,
+            },
+        ] {
+            assert_eq!(StoredRule::decode(rule.encode()), Ok(rule));
+        }
+    }
+
+    #[test]
+    fn up_to_256_spellings_of_the_options_compile() {
+        // Words are trimmed, so each row below spells `rw,tmpfs` its own way.
+        let litefile = |rows: usize| {
+            let mut text = String::from("#image,file,options,comments,disable\n");
+            for i in 0..rows {
+                let pad = " ".repeat(i);
+                text.push_str(&format!("\"ALL\",\"/etc/f{i}\",\"rw,{pad}tmpfs\",,\n"));
+            }
+            text
+        };
+        let file = Path::new("/t/litefile.csv");
+        let fits = litefile(256);
+        let table = compile(fits.as_bytes(), file, "").expect("256 spellings compile");
+        let rules = load(&table, fits.as_bytes(), "").expect("loads");
+        assert_eq!(rules.rules().len(), 256);
+        let f255 = rules.lookup("/etc/f255").expect("rule");
+        assert_eq!(f255.options_text, format!("rw,{}tmpfs", " ".repeat(255)));
+        let over = litefile(257);
+        let err = compile(over.as_bytes(), file, "").unwrap_err();
+        assert!(
+            matches!(err, CompileError::TooManySpellings { count: 257, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/t/litefile.csv"), "{err}");
     }
 
     #[test]

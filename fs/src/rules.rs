@@ -228,22 +228,23 @@ impl LitePath {
         Ok((path, is_dir))
     }
 
-    /// `shared[range]` as a path, when it is one already in normal form (no trailing `/`):
-    /// what a compiled rule table stores.
-    pub(crate) fn in_shared(
-        shared: &Arc<str>,
-        range: std::ops::Range<usize>,
-    ) -> Result<LitePath, String> {
-        let text = shared
-            .get(range.clone())
-            .ok_or_else(|| format!("path bytes {range:?} are not text of the table"))?;
+    /// Ok when `text` is a path already in normal form (no trailing `/`): what a compiled
+    /// rule table stores.
+    pub(crate) fn check_normal(text: &str) -> Result<(), String> {
         match Self::normal_form(text)? {
-            (Cow::Borrowed(n), false) if n.len() == text.len() => Ok(LitePath {
-                text: shared.clone(),
-                start: range.start as u32,
-                end: range.end as u32,
-            }),
+            (Cow::Borrowed(n), false) if n.len() == text.len() => Ok(()),
             _ => Err(format!("{text:?} is not a normalised path")),
+        }
+    }
+
+    /// `shared[start..end]` as a path, the range already found to be one by
+    /// [`Self::check_normal`] (a rule set's records are checked when the set is made).
+    fn of_checked(shared: &Arc<str>, start: u32, end: u32) -> LitePath {
+        debug_assert!(shared.get(start as usize..end as usize).is_some());
+        LitePath {
+            text: shared.clone(),
+            start,
+            end,
         }
     }
 
@@ -608,9 +609,20 @@ struct TrieEntry {
     parent: u32,
     /// Byte range of this node's path component in [`Trie::names`].
     name: (u32, u32),
-    rule: Option<RuleId>,
+    /// The rule at this node, or [`NO_RULE`] (a plain `u32`: 24 bytes a node, not 28, and
+    /// in a fresh daemon every page of nodes is a fault).
+    rule: u32,
     /// Range of this node's children in [`Trie::children`].
     kids: (u32, u32),
+}
+
+/// [`TrieEntry::rule`] of a node no rule names (rule ids are indexes of a `Vec`, far below).
+const NO_RULE: u32 = u32::MAX;
+
+impl TrieEntry {
+    fn rule(&self) -> Option<RuleId> {
+        (self.rule != NO_RULE).then_some(RuleId(self.rule))
+    }
 }
 
 /// The rule paths as a tree of components, for lookups one component at a time. Nodes are
@@ -639,7 +651,7 @@ impl Trie {
         t.nodes.push(TrieEntry {
             parent: 0,
             name: (0, 0),
-            rule: None,
+            rule: NO_RULE,
             kids: (0, 0),
         });
         t
@@ -689,7 +701,7 @@ impl Trie {
                 nodes.push(TrieEntry {
                     parent,
                     name: (start, names.len() as u32),
-                    rule: None,
+                    rule: NO_RULE,
                     kids: (0, 0),
                 });
                 v.insert(n);
@@ -700,21 +712,30 @@ impl Trie {
 
     /// The trie of `rules`, which are sorted by path with no path twice, and for each rule
     /// the nearest rule strictly above it (for the parent/child constraints).
-    fn build(rules: &[LiteRule]) -> (Trie, Vec<Option<RuleId>>) {
-        // Sorted paths share leading components, so nodes are about one per rule (2,000
-        // rows under `/etc/bench/` make 2,002); a deeper table just grows the arrays. The
-        // names never outgrow the paths' bytes, and capacity never touched costs nothing.
-        let name_bytes = rules.iter().map(|r| r.path.as_str().len()).sum();
-        let mut trie = Trie::with_capacity(rules.len() + rules.len() / 2 + 16, name_bytes);
-        let mut above = Vec::with_capacity(rules.len());
+    fn build<'p>(paths: impl Iterator<Item = &'p str> + Clone) -> (Trie, Vec<Option<RuleId>>) {
+        // Sized first, from the components each path does not share with the one before:
+        // never less than what the build adds (a name that comes back after a sibling
+        // sorting between, as `b` in `/a/b`, `/a/b.c`, `/a/b/d`, is counted twice), and
+        // no more. Arrays sized to fit can take the memory the caller just freed (a rule
+        // table's bytes) instead of touching new pages, each a fault in a fresh daemon.
+        let (mut rules, mut nodes, mut name_bytes, mut prev) = (0, 0, 0, "");
+        for path in paths.clone() {
+            rules += 1;
+            for comp in components(&path[shared_prefix(prev, path)..]) {
+                nodes += 1;
+                name_bytes += comp.len();
+            }
+            prev = path;
+        }
+        let mut trie = Trie::with_capacity(nodes, name_bytes);
+        let mut above = Vec::with_capacity(rules);
         // The previous rule's path, one (node, nearest rule at or above it, end of the
         // component in that path) per component: sorted paths share their leading
         // components with the one before (2,000 rows under `/etc/bench/` walk `etc` and
         // `bench` once), so only the rest is looked up.
         let mut stack: Vec<(u32, Option<RuleId>, usize)> = Vec::new();
         let mut prev = "";
-        for (i, rule) in rules.iter().enumerate() {
-            let path = rule.path.as_str();
+        for (i, path) in paths.enumerate() {
             let shared = shared_prefix(prev, path);
             // `path[..shared]` is whole components: keep the ones ending within it.
             while stack.last().is_some_and(|&(_, _, end)| end > shared) {
@@ -724,7 +745,7 @@ impl Trie {
             let mut at = shared;
             for comp in components(&path[shared..]) {
                 node = trie.child_or_insert(node, comp);
-                best = trie.nodes[node as usize].rule.or(best);
+                best = trie.nodes[node as usize].rule().or(best);
                 // `components` skips the `/` before each name: the name ends here.
                 at = comp.as_ptr() as usize - path.as_ptr() as usize + comp.len();
                 stack.push((node, best, at));
@@ -732,12 +753,13 @@ impl Trie {
             debug_assert_eq!(at, path.len());
             let id = RuleId(i as u32);
             above.push(stack.len().checked_sub(2).and_then(|d| stack[d].1));
-            trie.nodes[node as usize].rule = Some(id);
+            trie.nodes[node as usize].rule = id.0;
             if let Some(last) = stack.last_mut() {
                 last.1 = Some(id);
             }
             prev = path;
         }
+        debug_assert!(trie.nodes.len() <= nodes + 1 && trie.names.len() <= name_bytes);
         trie.link_children();
         (trie, above)
     }
@@ -745,14 +767,16 @@ impl Trie {
     /// Lays out every node's children contiguously (in insertion order), once all paths
     /// are in.
     fn link_children(&mut self) {
-        let mut count = vec![0u32; self.nodes.len()];
-        for e in &self.nodes[1..] {
-            count[e.parent as usize] += 1;
+        // Each node's child count is kept in its own `kids.1` (no array of counts beside).
+        for n in 1..self.nodes.len() {
+            let p = self.nodes[n].parent as usize;
+            self.nodes[p].kids.1 += 1;
         }
         let mut next = 0u32;
-        for (e, c) in self.nodes.iter_mut().zip(&count) {
+        for e in self.nodes.iter_mut() {
+            let count = e.kids.1;
             e.kids = (next, next);
-            next += c;
+            next += count;
         }
         self.children = vec![0; next as usize];
         for n in 1..self.nodes.len() {
@@ -771,11 +795,38 @@ impl Trie {
     }
 }
 
+/// One rule as a [`RuleSet`] keeps it: 20 bytes, its path a range of the set's one text
+/// of paths and its options spelling an index into the set's list of spellings. What the
+/// filesystem reads per request (storage, directory or not, path) comes from here; the
+/// full [`LiteRule`]s are made only when asked for ([`RuleSet::rules`]).
+///
+/// Why: a mount loads its rules while the kernel mount is made, in a fresh process where
+/// every new page of memory is a fault (4-9 µs on the bench VM). 2,000 `LiteRule`s are
+/// 128 KiB, the same rules as records 40 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuleRecord {
+    /// Byte range of the path in [`RuleSet::paths`].
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) line: u32,
+    /// Index into [`RuleSet::spellings`].
+    pub(crate) spelling: u32,
+    pub(crate) options: LiteOptions,
+    pub(crate) is_dir: bool,
+    pub(crate) image_specific: bool,
+}
+
 /// The rules for one image, ready for lookups.
 #[derive(Debug)]
 pub struct RuleSet {
     image: String,
-    rules: Vec<LiteRule>,
+    /// Every rule's path, one after another, in rule order.
+    paths: Arc<str>,
+    records: Vec<RuleRecord>,
+    /// Each options value as written, once.
+    spellings: Vec<Cow<'static, str>>,
+    /// The rules as [`LiteRule`]s, made from the records on first use.
+    full: std::sync::OnceLock<Vec<LiteRule>>,
     trie: Trie,
     violations: Vec<Violation>,
 }
@@ -795,20 +846,40 @@ impl RuleSet {
     }
 
     /// The rule set of rules already selected, de-duplicated and sorted by path (a compiled
-    /// rule table's). Only checked: the order (strictly increasing paths) and, like any rule
-    /// set, the constraints; either broken is an error (a table is compiled only from rules
-    /// that keep them).
-    pub(crate) fn from_checked(rules: Vec<LiteRule>, image: &str) -> Result<RuleSet, String> {
-        if let Some(w) = rules.windows(2).find(|w| w[0].path >= w[1].path) {
+    /// rule table's), as records of `paths` and `spellings`. Only checked: every range is a
+    /// path in normal form, the order (strictly increasing paths) and, like any rule set,
+    /// the constraints; any broken is an error (a table is compiled only from rules that
+    /// keep them).
+    pub(crate) fn from_checked(
+        paths: Arc<str>,
+        records: Vec<RuleRecord>,
+        spellings: Vec<Cow<'static, str>>,
+        image: &str,
+    ) -> Result<RuleSet, String> {
+        for r in &records {
+            let text = paths
+                .get(r.start as usize..r.end as usize)
+                .ok_or_else(|| format!("path bytes {}..{} are not text", r.start, r.end))?;
+            LitePath::check_normal(text)?;
+            if r.spelling as usize >= spellings.len() {
+                return Err(format!("options spelling {} is not listed", r.spelling));
+            }
+        }
+        let text = |r: &RuleRecord| &paths[r.start as usize..r.end as usize];
+        if let Some(w) = records.windows(2).find(|w| text(&w[0]) >= text(&w[1])) {
             return Err(format!(
                 "rules out of order: {} before {}",
-                w[0].path, w[1].path
+                text(&w[0]),
+                text(&w[1])
             ));
         }
-        let (trie, above) = Trie::build(&rules);
+        let (trie, above) = Trie::build(records.iter().map(text));
         let mut set = RuleSet {
             image: image.to_string(),
-            rules,
+            paths,
+            records,
+            spellings,
+            full: std::sync::OnceLock::new(),
             trie,
             violations: Vec::new(),
         };
@@ -846,10 +917,36 @@ impl RuleSet {
             }
             true
         });
-        let (trie, above) = Trie::build(&rules);
+        let (trie, above) = Trie::build(rules.iter().map(|r| r.path.as_str()));
+        // The same rules as records of one text of paths, as a compiled table loads them.
+        let mut paths = String::with_capacity(rules.iter().map(|r| r.path.as_str().len()).sum());
+        let mut spellings: Vec<Cow<'static, str>> = Vec::new();
+        let mut spelling_of: std::collections::HashMap<&str, u32> = Default::default();
+        let mut records = Vec::with_capacity(rules.len());
+        for r in &rules {
+            let start = paths.len() as u32;
+            paths.push_str(r.path.as_str());
+            let spelling = *spelling_of.entry(&r.options_text).or_insert_with(|| {
+                spellings.push(r.options_text.clone());
+                (spellings.len() - 1) as u32
+            });
+            records.push(RuleRecord {
+                start,
+                end: paths.len() as u32,
+                line: u32::try_from(r.line).unwrap_or(u32::MAX),
+                spelling,
+                options: r.options,
+                is_dir: r.is_dir,
+                image_specific: r.image_specific,
+            });
+        }
+        drop(spelling_of);
         let mut set = RuleSet {
             image: image.to_string(),
-            rules,
+            paths: Arc::from(paths),
+            records,
+            spellings,
+            full: std::sync::OnceLock::from(rules),
             trie,
             violations,
         };
@@ -860,34 +957,36 @@ impl RuleSet {
     /// Checks xCAT's constraints; `above[i]` is the nearest rule strictly above rule `i`.
     fn validate(&mut self, above: &[Option<RuleId>]) {
         let mut found = Vec::new();
-        for (rule, parent) in self.rules.iter().zip(above) {
-            if rule.storage() == Storage::Con && rule.is_dir {
+        let path = |r: &RuleRecord| &self.paths[r.start as usize..r.end as usize];
+        for (rule, parent) in self.records.iter().zip(above) {
+            if rule.options.storage() == Storage::Con && rule.is_dir {
                 found.push(Violation {
-                    message: format!("{}: con cannot be used on a directory", rule.path),
-                    lines: vec![rule.line],
+                    message: format!("{}: con cannot be used on a directory", path(rule)),
+                    lines: vec![rule.line as usize],
                 });
             }
             if let Some(parent) = parent {
-                let p = &self.rules[parent.0 as usize];
+                let p = &self.records[parent.0 as usize];
                 let msg = if !p.is_dir {
                     Some(format!(
                         "{} is under {}, which is a file entry (a directory entry ends in '/')",
-                        rule.path, p.path
+                        path(rule),
+                        path(p)
                     ))
                 } else {
-                    match (p.storage(), rule.storage()) {
+                    match (p.options.storage(), rule.options.storage()) {
                         (Storage::Ro | Storage::Con, _) => Some(format!(
                             "{} is under {}, whose option {} allows no entries below it",
-                            rule.path,
-                            p.path,
-                            p.storage().name()
+                            path(rule),
+                            path(p),
+                            p.options.storage().name()
                         )),
                         (Storage::Persistent, s) if s != Storage::Persistent => Some(format!(
                             "{} ({}) is under the persistent directory {}: entries below a \
                              persistent directory must be persistent too",
-                            rule.path,
+                            path(rule),
                             s.name(),
-                            p.path
+                            path(p)
                         )),
                         _ => None,
                     }
@@ -895,7 +994,7 @@ impl RuleSet {
                 if let Some(message) = msg {
                     found.push(Violation {
                         message,
-                        lines: vec![p.line, rule.line],
+                        lines: vec![p.line as usize, rule.line as usize],
                     });
                 }
             }
@@ -907,11 +1006,51 @@ impl RuleSet {
     pub fn image(&self) -> &str {
         &self.image
     }
+    /// The rules in full (made from the records on the first call).
     pub fn rules(&self) -> &[LiteRule] {
-        &self.rules
+        self.full.get_or_init(|| {
+            self.records
+                .iter()
+                .map(|r| LiteRule {
+                    path: LitePath::of_checked(&self.paths, r.start, r.end),
+                    is_dir: r.is_dir,
+                    options: r.options,
+                    options_text: self.spellings[r.spelling as usize].clone(),
+                    line: r.line as usize,
+                    image_specific: r.image_specific,
+                })
+                .collect()
+        })
     }
     pub fn rule(&self, id: RuleId) -> &LiteRule {
-        &self.rules[id.0 as usize]
+        &self.rules()[id.0 as usize]
+    }
+    /// Whether the full rules have been made (for tests of what a mount's path costs).
+    #[cfg(test)]
+    pub(crate) fn has_full_rules(&self) -> bool {
+        self.full.get().is_some()
+    }
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    /// The rule's path (normal form, no trailing `/`), without making [`LiteRule`]s.
+    pub fn path(&self, id: RuleId) -> &str {
+        let r = &self.records[id.0 as usize];
+        &self.paths[r.start as usize..r.end as usize]
+    }
+    /// The rule's path relative to `/`, for joining under a layer's root.
+    pub fn relative(&self, id: RuleId) -> &str {
+        &self.path(id)[1..]
+    }
+    pub fn is_dir(&self, id: RuleId) -> bool {
+        self.records[id.0 as usize].is_dir
+    }
+    pub fn storage(&self, id: RuleId) -> Storage {
+        self.records[id.0 as usize].options.storage()
     }
     pub fn violations(&self) -> &[Violation] {
         &self.violations
@@ -929,7 +1068,7 @@ impl RuleSet {
         let mut best: Option<RuleId> = None;
         for comp in components(path) {
             if let Some(id) = self.rule_at(node) {
-                if !self.rule(id).is_dir {
+                if !self.is_dir(id) {
                     return None; // a file entry governs nothing below itself
                 }
                 best = Some(id);
@@ -952,7 +1091,7 @@ impl RuleSet {
     }
     /// The rule whose path is exactly this node.
     pub fn rule_at(&self, node: TrieNode) -> Option<RuleId> {
-        self.trie.nodes[node.0 as usize].rule
+        self.trie.nodes[node.0 as usize].rule()
     }
     /// Names of entries one level below `node` (rule paths, or directories leading to one).
     pub fn child_names(&self, node: TrieNode) -> impl Iterator<Item = (&str, TrieNode)> {
@@ -991,7 +1130,7 @@ pub fn read_rules(
 ) -> (Result<RuleSet, TabError>, crate::rule_table::RulesSource) {
     use crate::rule_table::{Beside, RulesSource, load_beside};
     let unused = match load_beside(file, image) {
-        Beside::Loaded(rules, table) => return (Ok(rules), RulesSource::Table(table)),
+        Beside::Loaded(rules, table) => return (Ok(*rules), RulesSource::Table(table)),
         Beside::Unused(unused) => Some(unused),
         Beside::Absent => None,
     };
@@ -1019,6 +1158,34 @@ mod tests {
 
     fn set(entries: &[(&str, &str, &str)], image: &str) -> RuleSet {
         RuleSet::for_image(&rows_from(entries).unwrap(), image)
+    }
+
+    #[test]
+    fn a_rules_record_says_what_its_full_rule_says() {
+        let s = set(
+            &[
+                ("", "/etc/ssh/", "persistent"),
+                ("", "/etc/motd", "con"),
+                ("", "/var/log/", "tmpfs, rw"),
+                ("", "/opt/app/conf", "link,ro"),
+                ("", "/etc/ssh/", "tmpfs"),
+            ],
+            "",
+        );
+        assert_eq!(s.len(), 4);
+        for (i, rule) in s.rules().iter().enumerate() {
+            let id = RuleId(i as u32);
+            assert_eq!(s.path(id), rule.path.as_str());
+            assert_eq!(s.relative(id), rule.path.relative());
+            assert_eq!(s.is_dir(id), rule.is_dir);
+            assert_eq!(s.storage(id), rule.storage());
+        }
+        // The spelling as written survives the records, and rows spelled alike share one.
+        let log = s.lookup("/var/log/messages").expect("rule");
+        assert_eq!(log.options_text, "tmpfs, rw");
+        assert_eq!(s.spellings.len(), 4);
+        // Duplicate rows were reported, not lost.
+        assert_eq!(s.violations().len(), 1);
     }
 
     #[test]
@@ -1395,7 +1562,7 @@ mod tests {
         let set = set(&rows, "i");
         let rules = set.rules();
         // Every rule's nearest rule strictly above it, by scanning.
-        let (_, above) = Trie::build(rules);
+        let (_, above) = Trie::build(rules.iter().map(|r| r.path.as_str()));
         for (i, r) in rules.iter().enumerate() {
             let scan = rules
                 .iter()

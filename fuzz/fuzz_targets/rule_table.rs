@@ -21,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
         };
         let loaded = load(&table, data, image).expect("a compiled table loads");
         let parsed = rules_from_litefile_bytes(data, path, image).expect("it parsed");
+        // What the filesystem reads per request, from the records, before any full rule
+        // is made.
+        for r in parsed.rules() {
+            let id = loaded.lookup_id(r.path.as_str()).expect("a rule governs its own path");
+            assert_eq!(loaded.path(id), r.path.as_str());
+            assert_eq!(loaded.is_dir(id), r.is_dir);
+            assert_eq!(loaded.storage(id), r.storage());
+        }
         assert_eq!(loaded.rules(), parsed.rules());
         for r in parsed.rules() {
             assert_eq!(

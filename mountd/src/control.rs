@@ -139,7 +139,7 @@ fn answer(ctl: &Control, req: &Request) -> Value {
             None => json!({"error": "this mount has no rules source to reload from"}),
             Some(load) => match load().and_then(|rules| ov.reload(rules)) {
                 Ok(epoch) => {
-                    json!({"reloaded": true, "rules_epoch": epoch, "rules": ov.rs().rules.rules().len()})
+                    json!({"reloaded": true, "rules_epoch": epoch, "rules": ov.rs().rules.len()})
                 }
                 Err(e) => {
                     json!({"error": format!("reload refused, the old rules stay in force: {e}")})
@@ -225,7 +225,7 @@ fn status(ov: &Overlay) -> Value {
         "image": l.paths.image,
         "image_name": ov.rs().rules.image(),
         "liteimg_image": l.is_liteimg(),
-        "rules": ov.rs().rules.rules().len(),
+        "rules": ov.rs().rules.len(),
         "rules_epoch": ov.rs().epoch,
         "passthrough": ov.passthrough_active(),
         "transport": if ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) { "io_uring" } else { "/dev/fuse" },

@@ -135,8 +135,21 @@ impl Fixture {
 
     pub fn umount(&mut self) {
         if self.mounted {
-            let st = Command::new("umount").arg(self.p("mnt")).status().unwrap();
-            assert!(st.success(), "umount failed");
+            // Tests run on parallel threads, and a child process another test is spawning
+            // holds copies of this process's descriptors until it execs (even those about
+            // to be closed with O_CLOEXEC): a file just closed here can still be open in it
+            // for a moment, and the umount then fails with EBUSY. It is tried again.
+            let mut last = None;
+            for _ in 0..100 {
+                let out = Command::new("umount").arg(self.p("mnt")).output().unwrap();
+                if out.status.success() {
+                    last = None;
+                    break;
+                }
+                last = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert!(last.is_none(), "umount failed: {last:?}");
             self.mounted = false;
             // The daemon exits once the kernel drops the connection.
             std::thread::sleep(std::time::Duration::from_millis(50));

@@ -243,41 +243,37 @@ pub fn compile(source: &[u8], file: &Path, image: &str) -> Result<Vec<u8>, Compi
         file: file.to_path_buf(),
         line,
     };
-    let count = u32::try_from(rules.rules().len()).map_err(|_| too_long(rules.rules().len()))?;
-    let paths: String = rules.rules().iter().map(|r| r.path.as_str()).collect();
-    let mut spellings: Vec<&str> = Vec::new();
-    let mut records = Vec::with_capacity(rules.rules().len() * RULE_BYTES);
-    for r in rules.rules() {
-        let text: &str = &r.options_text;
-        let index = match spellings.iter().position(|&s| s == text) {
-            Some(i) => i,
-            None => {
-                spellings.push(text);
-                spellings.len() - 1
-            }
-        };
-        let rule = StoredRule {
-            // A path is at most 4,095 bytes (LitePath).
-            path_len: u16::try_from(r.path.as_str().len()).map_err(|_| too_long(r.line))?,
-            is_dir: r.is_dir,
-            image_specific: r.image_specific,
-            options: u8::try_from(index).unwrap_or(u8::MAX),
-            line: u32::try_from(r.line).map_err(|_| too_long(r.line))?,
-        };
-        records.extend_from_slice(&rule.encode());
-    }
+    // The set already holds what the table stores: its one text of paths, each spelling
+    // once (in order of first use) and the records pointing into both.
+    let (paths, set_records, spellings) = rules.parts();
     if spellings.len() > usize::from(u8::MAX) + 1 {
         return Err(CompileError::TooManySpellings {
             file: file.to_path_buf(),
             count: spellings.len(),
         });
     }
+    let count = u32::try_from(set_records.len()).map_err(|_| too_long(set_records.len()))?;
+    let mut records = Vec::with_capacity(set_records.len() * RULE_BYTES);
+    // The full rules for their lines as parsed (a record's line saturates at u32::MAX).
+    for (r, full) in set_records.iter().zip(rules.rules()) {
+        let rule = StoredRule {
+            // A path is at most 4,095 bytes (LitePath).
+            path_len: u16::try_from(r.end - r.start).map_err(|_| too_long(full.line))?,
+            is_dir: r.is_dir,
+            image_specific: r.image_specific,
+            // Fewer than 257 spellings (checked above).
+            options: u8::try_from(r.spelling).unwrap_or(u8::MAX),
+            line: u32::try_from(full.line).map_err(|_| too_long(full.line))?,
+        };
+        records.extend_from_slice(&rule.encode());
+    }
+    let spellings: Vec<&str> = spellings.iter().map(|s| s.as_ref()).collect();
     let header = Header {
         image,
         source_len: source.len() as u64,
         source_hash: source_hash(source),
         rules: count,
-        paths: &paths,
+        paths,
         options: spellings,
     };
     let mut out = MAGIC.to_vec();

@@ -1052,6 +1052,11 @@ impl RuleSet {
     pub fn storage(&self, id: RuleId) -> Storage {
         self.records[id.0 as usize].options.storage()
     }
+    /// The text of all paths, the records pointing into it, and each options spelling once
+    /// in order of first use: what a compiled rule table stores.
+    pub(crate) fn parts(&self) -> (&str, &[RuleRecord], &[Cow<'static, str>]) {
+        (&self.paths, &self.records, &self.spellings)
+    }
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }

@@ -370,11 +370,7 @@ fn an_exiting_daemon_leaves_a_newer_daemons_control_socket_alone() {
         old.control(r#"{"cmd":"status"}"#)["pid"].as_u64(),
         Some(new_pid)
     );
-    let st = Command::new("umount")
-        .arg(second.path().join("mnt"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    fuse_common::umount(&second.path().join("mnt"));
 }
 
 /// The same race on the mount point: the old daemon, stopped while its root is unmounted
@@ -403,8 +399,7 @@ fn an_exiting_daemon_leaves_a_new_mount_on_its_path_alone() {
         Some("root:x:0:0::/root:/bin/sh\n"),
         "the new root is still mounted and served"
     );
-    let st = Command::new("umount").arg(old.p("mnt")).status().unwrap();
-    assert!(st.success());
+    fuse_common::umount(&old.p("mnt"));
 }
 
 /// Serves the fixture's image and litefile with another volatile store, control socket and

@@ -135,21 +135,7 @@ impl Fixture {
 
     pub fn umount(&mut self) {
         if self.mounted {
-            // Tests run on parallel threads, and a child process another test is spawning
-            // holds copies of this process's descriptors until it execs (even those about
-            // to be closed with O_CLOEXEC): a file just closed here can still be open in it
-            // for a moment, and the umount then fails with EBUSY. It is tried again.
-            let mut last = None;
-            for _ in 0..100 {
-                let out = Command::new("umount").arg(self.p("mnt")).output().unwrap();
-                if out.status.success() {
-                    last = None;
-                    break;
-                }
-                last = Some(String::from_utf8_lossy(&out.stderr).into_owned());
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            assert!(last.is_none(), "umount failed: {last:?}");
+            umount(&self.p("mnt"));
             self.mounted = false;
             // The daemon exits once the kernel drops the connection.
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -292,4 +278,22 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
     }
+}
+
+/// `umount PATH`, which must succeed. Tests run on parallel threads, and a child process
+/// another test is spawning holds copies of this process's descriptors until it execs
+/// (even those about to be closed with O_CLOEXEC): a file just closed here can still be
+/// open in it for a moment, and the umount then fails with EBUSY. It is tried again for up
+/// to 2 s.
+pub fn umount(path: &std::path::Path) {
+    let mut last = None;
+    for _ in 0..100 {
+        let out = Command::new("umount").arg(path).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        last = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("umount {} failed: {last:?}", path.display());
 }

@@ -5,7 +5,7 @@
 //! has one), so it does not change when the object is copied up into a store.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -505,6 +505,52 @@ impl InodeTable {
         }
     }
 
+    /// The inode already registered for a looked-up object (same backing identity, area,
+    /// image epoch and kind), counted as looked up once more, as `lookup_or_insert` would
+    /// return it. Asking first spares a re-lookup (a revalidation, the two ends of a
+    /// rename) the back-references a new inode needs: a file handle and a descriptor cache
+    /// slot per layer, made only to be dropped.
+    pub fn lookup_existing(
+        &self,
+        key: (u64, u64),
+        area: Area,
+        epoch: u64,
+        kind: libc::mode_t,
+        parent: &Arc<Inode>,
+        name: &CStr,
+    ) -> Option<Arc<Inode>> {
+        let existing = {
+            let ids = self.by_identity.lock();
+            let existing = self.find_identity(&ids, key)?;
+            if existing.area != area || existing.epoch != epoch || existing.kind != kind {
+                return None;
+            }
+            self.count_lookup(&existing, || (Some(parent.clone()), name.to_owned()));
+            existing
+        };
+        self.keep_ancestors_warm(
+            Some(parent.clone()),
+            existing.last_used.load(Ordering::Relaxed),
+        );
+        Some(existing)
+    }
+
+    /// One more lookup of `existing`, found at `at()` (called under the identity lock).
+    fn count_lookup(&self, existing: &Inode, at: impl FnOnce() -> (Option<Arc<Inode>>, CString)) {
+        existing.lookups.fetch_add(1, Ordering::Relaxed);
+        existing
+            .last_used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        // The same object under another name (hard link, or after a rename the kernel
+        // has not seen): keep the newest location for path reporting.
+        if !existing.is_dir() {
+            let (parent, name) = at();
+            let mut loc = existing.loc.lock();
+            loc.parent = parent;
+            loc.name = name;
+        }
+    }
+
     fn lookup_or_insert_inner(&self, new: NewInode) -> Arc<Inode> {
         let mut ids = self.by_identity.lock();
         if let Some(key) = new.identity
@@ -513,17 +559,7 @@ impl InodeTable {
             && existing.epoch == new.epoch
             && existing.kind == new.kind
         {
-            existing.lookups.fetch_add(1, Ordering::Relaxed);
-            existing
-                .last_used
-                .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-            // The same object under another name (hard link, or after a rename the kernel
-            // has not seen): keep the newest location for path reporting.
-            if !existing.is_dir() {
-                let mut loc = existing.loc.lock();
-                loc.parent = new.parent;
-                loc.name = new.name;
-            }
+            self.count_lookup(&existing, || (new.parent, new.name));
             return existing;
         }
         // The node id is the reported inode number (fuser reports one as the other), so it
@@ -724,6 +760,50 @@ mod tests {
         // Left in the map: the new object, whose number is still the old inode's node id.
         assert_eq!(t.by_identity((1, 10)).map(|i| i.nodeid), Some(d.nodeid));
         assert_eq!(t.by_identity.lock().len(), 1);
+    }
+
+    #[test]
+    fn an_existing_inode_is_found_without_new_backing_and_counted_as_inserting_would() {
+        let t = InodeTable::new();
+        let root = t.insert_root(new(1, libc::S_IFDIR, None));
+        let dir = t.lookup_or_insert(new(5, libc::S_IFDIR, Some(root.clone())));
+        let a = t.lookup_or_insert(new(10, libc::S_IFREG, Some(root.clone())));
+        // Found again under another name and parent: one more lookup, newest location.
+        let b = t
+            .lookup_existing((1, 10), Area::Image, 0, libc::S_IFREG, &dir, c"moved")
+            .expect("known object");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.name().as_bytes(), b"moved");
+        assert_eq!(a.parent().map(|p| p.nodeid), Some(5));
+        t.forget(10, 1);
+        assert!(t.get(10).is_some(), "two lookups, one forgotten");
+        t.forget(10, 1);
+        assert!(t.get(10).is_none());
+        // What `lookup_or_insert` would not reuse is not found either: another area,
+        // epoch or kind, or an unknown object.
+        let c = t.lookup_or_insert(new(11, libc::S_IFREG, Some(root.clone())));
+        let store = Area::Store {
+            store: StoreKind::Volatile,
+            rule: None,
+        };
+        assert!(
+            t.lookup_existing((1, 11), store, 0, libc::S_IFREG, &root, c"n11")
+                .is_none()
+        );
+        assert!(
+            t.lookup_existing((1, 11), Area::Image, 1, libc::S_IFREG, &root, c"n11")
+                .is_none()
+        );
+        assert!(
+            t.lookup_existing((1, 11), Area::Image, 0, libc::S_IFDIR, &root, c"n11")
+                .is_none()
+        );
+        assert!(
+            t.lookup_existing((1, 12), Area::Image, 0, libc::S_IFREG, &root, c"n12")
+                .is_none()
+        );
+        t.forget(c.nodeid, 1);
+        assert!(t.get(c.nodeid).is_none(), "misses counted no lookup");
     }
 
     #[test]

@@ -726,6 +726,24 @@ impl Overlay {
         }))
     }
 
+    /// Whether the layers below the store hold `name` in `parent`: what removing the name
+    /// from the store must then hide with a whiteout. Below a litefile entry that is one
+    /// probe of the parent's origin, where `resolve` would look in the store too.
+    fn origin_has(&self, parent: &Arc<Inode>, name: &CStr) -> Result<bool, Errno> {
+        let rs = self.rs();
+        let (area, trie) = self.child_area(&rs, parent, name);
+        let entering = trie.and_then(|t| rs.rules.rule_at(t)).is_some();
+        if !entering && parent.is_dir() && matches!(area, Area::Store { rule: Some(_), .. }) {
+            return Ok(match parent.lower().map_err(err)? {
+                Some((_, pl)) => open_child(pl.as_fd(), name)?.is_some(),
+                None => false,
+            });
+        }
+        Ok(self
+            .resolve(parent, name)?
+            .is_some_and(|r| r.lower.is_some()))
+    }
+
     /// A child in a read-only directory (image or `ro` area), seeing through liteimg links.
     fn lower_child(
         &self,
@@ -822,9 +840,21 @@ impl Overlay {
         name: &CStr,
         r: Resolved,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
-        let ust = match &r.upper {
-            Some(u) => Some(sys::fstat(u.as_fd()).map_err(err)?),
-            None => None,
+        self.instantiate_with(parent, name, r, None)
+    }
+
+    /// `instantiate`, given the store copy's stat when the caller has just made one.
+    fn instantiate_with(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        r: Resolved,
+        upper_st: Option<Stat>,
+    ) -> Result<(Arc<Inode>, Stat), Errno> {
+        let ust = match (&r.upper, upper_st) {
+            (Some(_), Some(st)) => Some(st),
+            (Some(u), None) => Some(sys::fstat(u.as_fd()).map_err(err)?),
+            (None, _) => None,
         };
         let lst = match &r.lower {
             Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
@@ -835,6 +865,13 @@ impl Overlay {
             (None, Some(l)) => (*l, l.st_mode & libc::S_IFMT),
             (None, None) => return Err(Errno::ENOENT),
         };
+        let identity = (st.st_dev, st.st_ino);
+        if let Some(inode) = self
+            .inodes
+            .lookup_existing(identity, r.area, r.epoch, kind, parent, name)
+        {
+            return Ok((inode, st));
+        }
         // The origin counts only while it is the same kind of object: it gives the stable
         // inode number and, for directories, the entries merged under the store's.
         let lower_same =
@@ -850,7 +887,7 @@ impl Overlay {
             ),
             _ => self.layers.report_ino(LayerId::Image, &st),
         };
-        let identity = Some((st.st_dev, st.st_ino));
+        let identity = Some(identity);
         let keep_lower = lower_same && (r.upper.is_none() || kind == libc::S_IFDIR);
         let origin = if lower_same {
             r.lower.as_ref().map(|(l, _)| *l)
@@ -1002,8 +1039,19 @@ impl Overlay {
         name: &CStr,
         op: Op,
     ) -> Result<(StoreKind, Area, Arc<OwnedFd>), Errno> {
-        let rs = self.rs();
-        let (area, _) = self.child_area(&rs, parent, name);
+        let (store, area, _, dir) = self.writable_child_in(&self.rs(), parent, name, op)?;
+        Ok((store, area, dir))
+    }
+
+    /// `writable_child` under the rule state `rs`, with the name's rule-trie node.
+    fn writable_child_in(
+        &self,
+        rs: &RuleState,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        op: Op,
+    ) -> Result<(StoreKind, Area, Option<TrieNode>, Arc<OwnedFd>), Errno> {
+        let (area, trie) = self.child_area(rs, parent, name);
         // A scratch name is writable only while the image has nothing by that name: the
         // image's own entries in that directory stay locked.
         if let Area::Store { rule: None, .. } = area
@@ -1015,7 +1063,7 @@ impl Overlay {
         match area {
             Area::Store { store, .. } => {
                 let dir = self.upper_dir(parent, store)?;
-                Ok((store, area, dir))
+                Ok((store, area, trie, dir))
             }
             _ => Err(self.deny(parent, Some(name), op)),
         }
@@ -1817,14 +1865,15 @@ impl StateliteFs {
         parent: &Arc<Inode>,
         name: &CStr,
         op: Op,
-        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<Option<OwnedFd>>,
+        make: impl Fn(BorrowedFd<'_>, &CStr) -> io::Result<Option<OwnedFd>>,
     ) -> Result<(Arc<Inode>, Stat, Option<OwnedFd>), Errno> {
         let ov = &self.0;
-        let (_, area, dir) = ov.writable_child(parent, name, op)?;
+        let rs = ov.rs();
+        let (_, area, trie, dir) = ov.writable_child_in(&rs, parent, name, op)?;
         // Only a name the origin might hold needs resolving first; in a directory that
         // exists only in the store, the exclusive create below reports EEXIST itself.
         let store_only =
-            parent.area.store().is_some() && !parent.has_lower() && parent.epoch == ov.rs().epoch;
+            parent.area.store().is_some() && !parent.has_lower() && parent.epoch == rs.epoch;
         let entering_rule =
             matches!(area, Area::Store { rule: Some(_), .. }) && parent.area.rule() != area.rule();
         if (!store_only || entering_rule)
@@ -1833,14 +1882,23 @@ impl StateliteFs {
         {
             return Err(Errno::EEXIST);
         }
-        // A whiteout at the name (the origin's entry was deleted) is replaced in place.
-        let whiteout = sys::whiteout_at(dir.as_fd(), name);
-        let made = sys::as_caller(req.uid(), req.gid(), || {
-            if whiteout {
-                sys::unlink_at(dir.as_fd(), name, 0)?;
+        // A whiteout at the name (the origin's entry was deleted) makes the exclusive
+        // `make` fail with EEXIST, and is then replaced in place: looking for one only
+        // then spares every other creation a stat of the name.
+        let mut whiteout = false;
+        let made = match sys::as_caller(req.uid(), req.gid(), || make(dir.as_fd(), name)) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    && sys::whiteout_at(dir.as_fd(), name) =>
+            {
+                whiteout = true;
+                sys::as_caller(req.uid(), req.gid(), || {
+                    sys::unlink_at(dir.as_fd(), name, 0)?;
+                    make(dir.as_fd(), name)
+                })
             }
-            make(dir.as_fd(), name)
-        })
+            other => other,
+        }
         .map_err(err)?;
         let fd = match &made {
             Some(f) => sys::dup(f.as_fd()).map_err(err)?,
@@ -1860,10 +1918,11 @@ impl StateliteFs {
                 }
             }
         }
-        let rs = ov.rs();
+        // A new litefile entry itself (its trie node carries the rule) is reached by its
+        // path in the store; a name below one is reached through its parent.
         let entry_rel = match area {
             Area::Store { rule: Some(id), .. }
-                if rs.rules.relative(id) == Overlay::rel_path(parent, name) =>
+                if trie.and_then(|t| rs.rules.rule_at(t)) == Some(id) =>
             {
                 Some(Arc::<str>::from(rs.rules.relative(id)))
             }
@@ -1872,8 +1931,7 @@ impl StateliteFs {
             }
             _ => None,
         };
-        let (_, trie) = ov.child_area(&rs, parent, name);
-        let (inode, st) = ov.instantiate(
+        let (inode, st) = ov.instantiate_with(
             parent,
             name,
             Resolved {
@@ -1884,6 +1942,7 @@ impl StateliteFs {
                 upper: Some(fd),
                 lower: None,
             },
+            Some(st),
         )?;
         Ok((inode, st, made))
     }
@@ -2314,11 +2373,8 @@ impl StateliteFs {
                 // Like overlayfs without redirect_dir: mv falls back to copy + delete.
                 return Err(Errno::EXDEV);
             }
-            let had_lower = src.has_lower()
-                || src.is_copied_up()
-                    && ov
-                        .resolve(&parent, &name)?
-                        .is_some_and(|r| r.lower.is_some());
+            let had_lower =
+                src.has_lower() || src.is_copied_up() && ov.origin_has(&parent, &name)?;
             let upper = ov.copy_up(&src)?;
             // The replaced object may still be open: keep it reachable.
             let victim = dst_inode.as_ref().and_then(|d| {

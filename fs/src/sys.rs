@@ -280,7 +280,33 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Set once the kernel turns out to lack `fchmodat2` (before Linux 6.6).
+static NO_FCHMODAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Changes the mode of the object an `O_PATH` descriptor names. `fchmodat2(fd, "",
+/// AT_EMPTY_PATH)` does it without the path walk through `/proc/self/fd` (most of a
+/// chmod's cost: `sed -i` changes the mode of every file it writes); kernels without it,
+/// and any refusal (whose error the proc path then reports as before), take that walk.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !NO_FCHMODAT2.load(Relaxed) {
+        // SAFETY: plain syscall on a descriptor we hold and a static empty string.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                mode,
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_FCHMODAT2.store(true, Relaxed);
+        }
+    }
     let p = proc_path(fd);
     check(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
 }
@@ -630,6 +656,25 @@ mod tests {
         want.sort();
         assert_eq!(got.len(), 2002);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn chmod_fd_changes_what_an_o_path_descriptor_names_by_either_way() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("f");
+        std::fs::write(&f, b"x").expect("write");
+        let dir = std::fs::File::open(d.path()).expect("open dir");
+        let fd = open_at(dir.as_fd(), c"f", libc::O_PATH).expect("O_PATH open");
+        let mode = || std::fs::metadata(&f).expect("stat").permissions().mode() & 0o7777;
+        chmod_fd(fd.as_fd(), 0o4751).expect("chmod");
+        assert_eq!(mode(), 0o4751);
+        // The proc-path way, as on kernels without fchmodat2.
+        NO_FCHMODAT2.store(true, std::sync::atomic::Ordering::Relaxed);
+        let r = chmod_fd(fd.as_fd(), 0o640);
+        NO_FCHMODAT2.store(false, std::sync::atomic::Ordering::Relaxed);
+        r.expect("chmod by proc path");
+        assert_eq!(mode(), 0o640);
     }
 
     #[test]

@@ -303,6 +303,35 @@ fn whiteouts_hide_and_recreate() {
     );
     fs::write(fx.m("etc/ntp.conf"), "server new\n").unwrap();
     assert_eq!(read(&fx, "etc/ntp.conf"), "server new\n");
+    // Moved away, a file made over a deleted image file leaves its name deleted, and so
+    // does a copied-up image file: the image's files must not come back.
+    fs::rename(fx.m("etc/ssh/ssh_host_key"), fx.m("etc/ssh/key.moved")).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("etc/ssh/sshd_config"))
+        .unwrap()
+        .write_all(b"# node\n")
+        .unwrap();
+    fs::rename(fx.m("etc/ssh/sshd_config"), fx.m("etc/ssh/sshd_config.old")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(fx.m("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["key.moved", "sshd_config.old"]);
+    assert!(!fx.m("etc/ssh/ssh_host_key").exists());
+    assert!(!fx.m("etc/ssh/sshd_config").exists());
+    assert_eq!(read(&fx, "etc/ssh/key.moved"), "NEW KEY\n");
+    assert!(read(&fx, "etc/ssh/sshd_config.old").ends_with("# node\n"));
+    // And a new file at a deleted name, by the exclusive create.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(fx.m("etc/ssh/sshd_config"))
+        .unwrap();
+    f.write_all(b"fresh\n").unwrap();
+    drop(f);
+    assert_eq!(read(&fx, "etc/ssh/sshd_config"), "fresh\n");
 }
 
 #[test]

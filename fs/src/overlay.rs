@@ -1340,10 +1340,17 @@ impl Overlay {
             }
             fd = Some(f);
         } else {
+            // A file written by passthrough since its last page-cache open has none of its
+            // new data in the mount's page cache: read by passthrough too, it is served
+            // from the store's own page cache, with no READ through us (nor the size
+            // GETATTR a cached read past the end makes) and no second copy in memory (a
+            // volatile store is memory already). `sed -i` reads every file it renamed in.
             let passthrough = self.passthrough_active()
                 && inode.kind == libc::S_IFREG
                 && io.cached_opens == 0
-                && (wants_write || inode.size_hint.load(Ordering::Relaxed) >= PASSTHROUGH_MIN_SIZE);
+                && (wants_write
+                    || io.written_behind_cache
+                    || inode.size_hint.load(Ordering::Relaxed) >= PASSTHROUGH_MIN_SIZE);
             if passthrough {
                 let f = open_now(eager)?;
                 match make_backing(&f) {

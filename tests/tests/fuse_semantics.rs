@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
-use fuse_common::{Fixture, snapshot, write};
+use fuse_common::{Fixture, append, snapshot, write};
 
 const RULES: &str = r#""ALL","/etc/ntp.conf",,,
 "ALL","/etc/ssh/","tmpfs",,
@@ -153,12 +153,7 @@ fn every_option_behaves_as_specified() {
         "127.0.0.1 localhost\n10.0.0.1 tree1\n10.0.0.2 tree2\n"
     );
     assert_eq!(read(&fx, "etc/profile.local"), "# image\n# tree2\n");
-    fs::OpenOptions::new()
-        .append(true)
-        .open(fx.m("etc/hosts"))
-        .unwrap()
-        .write_all(b"1.2.3.4 added\n")
-        .unwrap();
+    append(&fx.m("etc/hosts"), "1.2.3.4 added\n");
     assert!(
         read(&fx, "etc/hosts").ends_with("1.2.3.4 added\n"),
         "con files are writable"
@@ -306,12 +301,7 @@ fn whiteouts_hide_and_recreate() {
     // Moved away, a file made over a deleted image file leaves its name deleted, and so
     // does a copied-up image file: the image's files must not come back.
     fs::rename(fx.m("etc/ssh/ssh_host_key"), fx.m("etc/ssh/key.moved")).unwrap();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(fx.m("etc/ssh/sshd_config"))
-        .unwrap()
-        .write_all(b"# node\n")
-        .unwrap();
+    append(&fx.m("etc/ssh/sshd_config"), "# node\n");
     fs::rename(fx.m("etc/ssh/sshd_config"), fx.m("etc/ssh/sshd_config.old")).unwrap();
     let mut names: Vec<String> = fs::read_dir(fx.m("etc/ssh"))
         .unwrap()
@@ -425,12 +415,7 @@ fn inode_numbers_are_stable_across_copy_up() {
     let fx = mounted();
     let before = fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino();
     let dir_before = fs::metadata(fx.m("etc/ssh")).unwrap().ino();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(fx.m("etc/ssh/sshd_config"))
-        .unwrap()
-        .write_all(b"x\n")
-        .unwrap();
+    append(&fx.m("etc/ssh/sshd_config"), "x\n");
     assert!(fx.p("vol/etc/ssh/sshd_config").exists(), "copied up");
     assert_eq!(
         fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino(),
@@ -1037,6 +1022,27 @@ fn an_image_update_keeps_the_caches_of_unchanged_files_only() {
     fs::write(fx.p("img/usr/bin/tool"), "#!/bin/sh\necho new\n").unwrap();
     fx.imgupdate();
     wait_for(&fx, "usr/bin/tool", "#!/bin/sh\necho new\n");
+}
+
+#[test]
+fn files_written_through_the_mount_are_read_back_without_the_daemon() {
+    let fx = mounted();
+    // Written (by passthrough), then read again: the data comes from the store's page
+    // cache directly, each time, also after a rename over another file (sed -i).
+    write(&fx.m("var/log/app.log"), "line 1\n");
+    let r0 = settled_reads(&fx);
+    assert_eq!(read(&fx, "var/log/app.log"), "line 1\n");
+    append(&fx.m("var/log/app.log"), "line 2\n");
+    assert_eq!(read(&fx, "var/log/app.log"), "line 1\nline 2\n");
+    write(&fx.m("var/log/app.log.tmp"), "replaced\n");
+    fs::rename(fx.m("var/log/app.log.tmp"), fx.m("var/log/app.log")).unwrap();
+    assert_eq!(read(&fx, "var/log/app.log"), "replaced\n");
+    assert_eq!(settled_reads(&fx), r0, "no READ reached the daemon");
+    // An image file read before it is written keeps the page cache until then, and shows
+    // every write after.
+    assert_eq!(read(&fx, "var/log/messages"), "boot\n");
+    append(&fx.m("var/log/messages"), "later\n");
+    assert_eq!(read(&fx, "var/log/messages"), "boot\nlater\n");
 }
 
 /// Inodes the daemon holds (`litectl status`).

@@ -45,6 +45,17 @@ pub fn write(path: &Path, data: &str) {
     std::fs::write(path, data).unwrap();
 }
 
+/// Appends `data` to the existing file at `path` (one open, one write, one close).
+pub fn append(path: &Path, data: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+}
+
 /// A mounted statelite root over temporary layers.
 pub struct Fixture {
     pub dir: tempfile::TempDir,

@@ -521,10 +521,7 @@ impl InodeTable {
     ) -> Option<Arc<Inode>> {
         let existing = {
             let ids = self.by_identity.lock();
-            let existing = self.find_identity(&ids, key)?;
-            if existing.area != area || existing.epoch != epoch || existing.kind != kind {
-                return None;
-            }
+            let existing = self.reusable(&ids, key, area, epoch, kind)?;
             self.count_lookup(&existing, || (Some(parent.clone()), name.to_owned()));
             existing
         };
@@ -533,6 +530,20 @@ impl InodeTable {
             existing.last_used.load(Ordering::Relaxed),
         );
         Some(existing)
+    }
+
+    /// The inode registered under `key` if a new lookup may share it: the same area, image
+    /// epoch and kind of object.
+    fn reusable(
+        &self,
+        ids: &HashMap<(u64, u64), u64>,
+        key: (u64, u64),
+        area: Area,
+        epoch: u64,
+        kind: libc::mode_t,
+    ) -> Option<Arc<Inode>> {
+        self.find_identity(ids, key)
+            .filter(|e| e.area == area && e.epoch == epoch && e.kind == kind)
     }
 
     /// One more lookup of `existing`, found at `at()` (called under the identity lock).
@@ -554,10 +565,7 @@ impl InodeTable {
     fn lookup_or_insert_inner(&self, new: NewInode) -> Arc<Inode> {
         let mut ids = self.by_identity.lock();
         if let Some(key) = new.identity
-            && let Some(existing) = self.find_identity(&ids, key)
-            && existing.area == new.area
-            && existing.epoch == new.epoch
-            && existing.kind == new.kind
+            && let Some(existing) = self.reusable(&ids, key, new.area, new.epoch, new.kind)
         {
             self.count_lookup(&existing, || (new.parent, new.name));
             return existing;
@@ -786,22 +794,18 @@ mod tests {
             store: StoreKind::Volatile,
             rule: None,
         };
-        assert!(
-            t.lookup_existing((1, 11), store, 0, libc::S_IFREG, &root, c"n11")
-                .is_none()
-        );
-        assert!(
-            t.lookup_existing((1, 11), Area::Image, 1, libc::S_IFREG, &root, c"n11")
-                .is_none()
-        );
-        assert!(
-            t.lookup_existing((1, 11), Area::Image, 0, libc::S_IFDIR, &root, c"n11")
-                .is_none()
-        );
-        assert!(
-            t.lookup_existing((1, 12), Area::Image, 0, libc::S_IFREG, &root, c"n12")
-                .is_none()
-        );
+        for (key, area, epoch, kind) in [
+            ((1, 11), store, 0, libc::S_IFREG),
+            ((1, 11), Area::Image, 1, libc::S_IFREG),
+            ((1, 11), Area::Image, 0, libc::S_IFDIR),
+            ((1, 12), Area::Image, 0, libc::S_IFREG),
+        ] {
+            assert!(
+                t.lookup_existing(key, area, epoch, kind, &root, c"n11")
+                    .is_none(),
+                "{key:?} {area:?} {epoch} {kind:o}"
+            );
+        }
         t.forget(c.nodeid, 1);
         assert!(t.get(c.nodeid).is_none(), "misses counted no lookup");
     }

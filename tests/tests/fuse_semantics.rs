@@ -112,9 +112,7 @@ fn every_option_behaves_as_specified() {
         "var/log/messages",
         "var/cache/man/index",
     ] {
-        let mut f = fs::OpenOptions::new().append(true).open(fx.m(p)).unwrap();
-        f.write_all(b"appended\n").unwrap();
-        drop(f);
+        append(&fx.m(p), "appended\n");
         assert!(read(&fx, p).ends_with("appended\n"), "{p}");
     }
     fs::write(fx.m("tmp/new"), "x").unwrap();
@@ -839,12 +837,7 @@ fn no_open_mode_copies_up_at_the_first_write_and_refuses_locked_paths_at_write()
     );
     // O_TRUNC, then append.
     fs::write(fx.m("etc/ssh/ssh_host_key"), "NEW\n").unwrap();
-    let mut a = fs::OpenOptions::new()
-        .append(true)
-        .open(fx.m("etc/ssh/ssh_host_key"))
-        .unwrap();
-    a.write_all(b"MORE\n").unwrap();
-    drop(a);
+    append(&fx.m("etc/ssh/ssh_host_key"), "MORE\n");
     assert_eq!(read(&fx, "etc/ssh/ssh_host_key"), "NEW\nMORE\n");
     assert_eq!(
         fs::read_to_string(fx.p("vol/etc/ssh/ssh_host_key")).unwrap(),

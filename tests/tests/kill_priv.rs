@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
-use fuse_common::{Fixture, write};
+use fuse_common::{Fixture, append, write};
 
 const RULES: &str = r#""ALL","/tmp/","tmpfs,rw",,
 "ALL","/var/lib/db/","persistent",,
@@ -92,12 +92,7 @@ fn check_kills(no_open: bool, dir: &str, store_dir: &str) {
     let p = fx.m(&format!("{dir}/rootwrite"));
     fs::write(&p, "data\n").unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).unwrap();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&p)
-        .unwrap()
-        .write_all(b"root\n")
-        .unwrap();
+    append(&p, "root\n");
     assert_eq!(mode(&p), 0o6755, "a write by root keeps set-user-ID");
     // The bits are gone for good: a fresh mount reads them from the store.
     let mut fx = fx;

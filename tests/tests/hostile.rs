@@ -219,12 +219,26 @@ fn read_only_persistent_store_gives_erofs_and_keeps_what_was_stored() {
     fx.mount();
     fs::write(fx.m("var/lib/keep"), "node data\n").unwrap();
     let before = snapshot(&fx.p("state"));
-    let st = Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(fx.p("state"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    // FUSE sends RELEASE after close(2) returns, asynchronously: until it reaches the daemon,
+    // the daemon still holds the file open for writing and the kernel refuses a read-only
+    // remount ("busy"). So the remount is retried until the release has landed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(fx.p("state"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store stayed busy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(errno_of(fs::write(fx.m("var/lib/keep"), "x")), libc::EROFS);
     assert_eq!(errno_of(fs::write(fx.m("var/lib/new"), "x")), libc::EROFS);
     assert_eq!(

@@ -532,6 +532,19 @@ impl InodeTable {
         Some(existing)
     }
 
+    /// Whether a lookup of the object `key` would share a registered inode (see
+    /// `lookup_existing`), without counting one.
+    pub fn has_reusable(
+        &self,
+        key: (u64, u64),
+        area: Area,
+        epoch: u64,
+        kind: libc::mode_t,
+    ) -> bool {
+        let ids = self.by_identity.lock();
+        self.reusable(&ids, key, area, epoch, kind).is_some()
+    }
+
     /// The inode registered under `key` if a new lookup may share it: the same area, image
     /// epoch and kind of object.
     fn reusable(

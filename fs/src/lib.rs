@@ -20,6 +20,7 @@ pub mod dir_ahead;
 pub mod inode;
 pub mod layers;
 pub mod mount;
+pub mod origin_names;
 pub mod overlay;
 pub mod plus;
 pub mod reply;

@@ -25,6 +25,7 @@ use crate::copy_up::{self, is_internal_name};
 use crate::dir_ahead::DirAhead;
 use crate::inode::{Area, Backing, Inode, InodeTable, NewInode, identity_of};
 use crate::layers::{LITEIMG_DEFAULT, LayerId, LayerStack, STATELITE_DIR, StoreKind};
+use crate::origin_names::OriginNames;
 use crate::plus::{Entries, PlusPolicy};
 use crate::reply::{
     AttrReply, Caller, CreateReply, DataReply, DirPlusReply, DirReply, EmptyReply, EntryReply,
@@ -194,6 +195,11 @@ struct Resolved {
     entry_rel: Option<Arc<str>>,
     upper: Option<OwnedFd>,
     lower: Option<(LayerId, OwnedFd)>,
+    /// The attributes of `upper`, when the resolution took them already.
+    upper_st: Option<Stat>,
+    /// The origin was not looked for: `upper` is a store file an inode already stands for
+    /// (see `instantiate_with`, which looks if that inode has gone meanwhile).
+    lower_deferred: bool,
 }
 
 /// The shared state of a mounted statelite root.
@@ -244,6 +250,8 @@ pub struct Overlay {
     /// finding: the CREATE (mkdir, mknod, ...) that follows need not search the lower
     /// layers again (a failed open of the name in the image was an eighth of CREATE).
     recent_misses: Mutex<lru::LruCache<(u64, CString), u64>>,
+    /// The names of image directories below writable areas, once one lacked a name.
+    origin_names: OriginNames,
     /// Chunks of large read-only files queued for `prefetch`, and those already pushed.
     prefetch_tx: crossbeam::channel::Sender<(u64, u64)>,
     prefetched: Mutex<HashSet<(u64, u64)>>,
@@ -356,8 +364,13 @@ fn is_dot_name(name: &CStr) -> bool {
 
 /// A store entry as found, or `None` when it is a whiteout (the origin's entry deleted).
 fn not_whiteout(fd: OwnedFd) -> Result<Option<OwnedFd>, Errno> {
+    Ok(not_whiteout_st(fd)?.map(|(fd, _)| fd))
+}
+
+/// [`not_whiteout`], with the entry's attributes.
+fn not_whiteout_st(fd: OwnedFd) -> Result<Option<(OwnedFd, Stat)>, Errno> {
     let st = sys::fstat(fd.as_fd()).map_err(err)?;
-    Ok((!sys::is_whiteout_fd(fd.as_fd(), &st)).then_some(fd))
+    Ok((!sys::is_whiteout_fd(fd.as_fd(), &st)).then_some((fd, st)))
 }
 
 /// Invalidates the kernel's entry `parent/name`.
@@ -439,6 +452,7 @@ impl Overlay {
             recent_misses: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(64).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            origin_names: OriginNames::default(),
             io_fds: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(IO_FDS_MAX).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -632,6 +646,8 @@ impl Overlay {
                 entry_rel: None,
                 upper: None,
                 lower: Some((LayerId::Volatile, fd)),
+                upper_st: None,
+                lower_deferred: false,
             }));
         }
         let (area, trie) = self.child_area(&rs, parent, name);
@@ -665,7 +681,15 @@ impl Overlay {
             Area::Store { store, rule: None } => {
                 // A scratch name in a read-only image directory: an image entry wins (it
                 // stays read-only); otherwise the volatile store may hold it.
-                if let Some(l) = self.lower_child(parent, name)? {
+                let image_entry = match parent.lower().map_err(err)? {
+                    Some((layer, pl)) => {
+                        self.origin_probe(parent, layer, pl.as_fd(), name, || {
+                            self.lower_child(parent, name)
+                        })?
+                    }
+                    None => None,
+                };
+                if let Some(l) = image_entry {
                     return Ok(Some(Resolved {
                         epoch,
                         area: Area::Image,
@@ -673,6 +697,8 @@ impl Overlay {
                         entry_rel: None,
                         upper: None,
                         lower: Some(l),
+                        upper_st: None,
+                        lower_deferred: false,
                     }));
                 }
                 let rel = Self::rel_path(parent, name);
@@ -689,6 +715,8 @@ impl Overlay {
                             entry_rel: Some(rel.into()),
                             upper: Some(fd),
                             lower: None,
+                            upper_st: None,
+                            lower_deferred: false,
                         }));
                     }
                     Err(e) if enoent(&e) => return Ok(None),
@@ -698,19 +726,53 @@ impl Overlay {
             Area::Store { .. } => {
                 let upper = match parent.upper().map_err(err)? {
                     Some(pu) => match open_child(pu.as_fd(), name)? {
-                        Some(fd) => match not_whiteout(fd)? {
-                            Some(fd) => Some(fd),
+                        Some(fd) => match not_whiteout_st(fd)? {
+                            Some(found) => Some(found),
                             None => return Ok(None),
                         },
                         None => None,
                     },
                     None => None,
                 };
+                // A store file an inode already stands for (the kernel revalidating it,
+                // the two ends of a rename) needs no look at its origin: the inode keeps
+                // what the origin gave it (its inode number), and a file's origin no
+                // longer serves it once it has a store copy.
+                let known = upper.as_ref().is_some_and(|(_, st)| {
+                    let kind = st.st_mode & libc::S_IFMT;
+                    kind != libc::S_IFDIR
+                        && self
+                            .inodes
+                            .has_reusable((st.st_dev, st.st_ino), area, epoch, kind)
+                });
                 let lower = match parent.lower().map_err(err)? {
-                    Some((layer, pl)) => open_child(pl.as_fd(), name)?.map(|fd| (layer, fd)),
-                    None => None,
+                    Some((layer, pl)) if !known => self
+                        .origin_child(parent, layer, pl.as_fd(), name)?
+                        .map(|fd| (layer, fd)),
+                    _ => None,
                 };
-                (upper, lower)
+                let Some((upper, upper_st)) = upper else {
+                    return Ok(lower.map(|lower| Resolved {
+                        epoch,
+                        area,
+                        trie,
+                        entry_rel: None,
+                        upper: None,
+                        lower: Some(lower),
+                        upper_st: None,
+                        lower_deferred: false,
+                    }));
+                };
+                return Ok(Some(Resolved {
+                    epoch,
+                    area,
+                    trie,
+                    entry_rel: None,
+                    upper: Some(upper),
+                    lower,
+                    upper_st: Some(upper_st),
+                    lower_deferred: known,
+                }));
             }
         };
         if upper.is_none() && lower.is_none() {
@@ -723,6 +785,8 @@ impl Overlay {
             entry_rel: None,
             upper,
             lower,
+            upper_st: None,
+            lower_deferred: false,
         }))
     }
 
@@ -735,13 +799,61 @@ impl Overlay {
         let entering = trie.and_then(|t| rs.rules.rule_at(t)).is_some();
         if !entering && parent.is_dir() && matches!(area, Area::Store { rule: Some(_), .. }) {
             return Ok(match parent.lower().map_err(err)? {
-                Some((_, pl)) => open_child(pl.as_fd(), name)?.is_some(),
+                Some((layer, pl)) => self
+                    .origin_child(parent, layer, pl.as_fd(), name)?
+                    .is_some(),
                 None => false,
             });
         }
         Ok(self
             .resolve(parent, name)?
             .is_some_and(|r| r.lower.is_some()))
+    }
+
+    /// `name` in the origin directory `pl` (of `layer`) of the writable directory `parent`.
+    fn origin_child(
+        &self,
+        parent: &Arc<Inode>,
+        layer: LayerId,
+        pl: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<Option<OwnedFd>, Errno> {
+        self.origin_probe(parent, layer, pl, name, || open_child(pl, name))
+    }
+
+    /// Runs `probe` (a look for `name` in `parent`'s origin directory `pl`, of `layer`)
+    /// unless the image directory is known to lack the name: on a node that is an NFS
+    /// LOOKUP saved for every new file in `/tmp` (see `origin_names`).
+    fn origin_probe<T>(
+        &self,
+        parent: &Arc<Inode>,
+        layer: LayerId,
+        pl: BorrowedFd<'_>,
+        name: &CStr,
+        probe: impl FnOnce() -> Result<Option<T>, Errno>,
+    ) -> Result<Option<T>, Errno> {
+        if layer != LayerId::Image || is_dot_name(name) {
+            return probe();
+        }
+        // Taken before the probe and the listing: an image update meanwhile leaves what
+        // they found under the old epoch, never used.
+        let epoch = self.xattr_epoch.load(Ordering::Relaxed);
+        match self.origin_names.lacks(parent, epoch, pl, name) {
+            Some(true) => {
+                self.stats
+                    .origin_probes_saved
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Some(false) => probe(),
+            None => {
+                let found = probe()?;
+                if found.is_none() {
+                    self.origin_names.learn(parent, epoch, pl);
+                }
+                Ok(found)
+            }
+        }
     }
 
     /// A child in a read-only directory (image or `ro` area), seeing through liteimg links.
@@ -830,6 +942,8 @@ impl Overlay {
             entry_rel: Some(rel),
             upper,
             lower,
+            upper_st: None,
+            lower_deferred: false,
         }))
     }
 
@@ -848,15 +962,15 @@ impl Overlay {
         &self,
         parent: &Arc<Inode>,
         name: &CStr,
-        r: Resolved,
+        mut r: Resolved,
         upper_st: Option<Stat>,
     ) -> Result<(Arc<Inode>, Stat), Errno> {
-        let ust = match (&r.upper, upper_st) {
+        let ust = match (&r.upper, upper_st.or(r.upper_st)) {
             (Some(_), Some(st)) => Some(st),
             (Some(u), None) => Some(sys::fstat(u.as_fd()).map_err(err)?),
             (None, _) => None,
         };
-        let lst = match &r.lower {
+        let mut lst = match &r.lower {
             Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
             None => None,
         };
@@ -871,6 +985,20 @@ impl Overlay {
             .lookup_existing(identity, r.area, r.epoch, kind, parent, name)
         {
             return Ok((inode, st));
+        }
+        if r.lower_deferred {
+            // The inode the resolution counted on is gone (trimmed meanwhile): the new one
+            // needs its origin after all, for its inode number.
+            r.lower = match parent.lower().map_err(err)? {
+                Some((layer, pl)) => self
+                    .origin_child(parent, layer, pl.as_fd(), name)?
+                    .map(|fd| (layer, fd)),
+                None => None,
+            };
+            lst = match &r.lower {
+                Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
+                None => None,
+            };
         }
         // The origin counts only while it is the same kind of object: it gives the stable
         // inode number and, for directories, the entries merged under the store's.
@@ -1948,6 +2076,8 @@ impl StateliteFs {
                 entry_rel,
                 upper: Some(fd),
                 lower: None,
+                upper_st: None,
+                lower_deferred: false,
             },
             Some(st),
         )?;

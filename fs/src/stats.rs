@@ -72,6 +72,9 @@ pub struct Stats {
     pub passthrough_opens: AtomicU64,
     pub direct_opens: AtomicU64,
     pub negative_entries: AtomicU64,
+    /// Names proved absent from an origin directory without asking it (see
+    /// `origin_names`).
+    pub origin_probes_saved: AtomicU64,
     /// READDIRPLUS entries sent by name only (see `plus`).
     pub name_only_entries: AtomicU64,
     /// Directories read, and small files' data asked for, ahead of a walk (see
@@ -91,6 +94,7 @@ impl Default for Stats {
             passthrough_opens: AtomicU64::new(0),
             direct_opens: AtomicU64::new(0),
             negative_entries: AtomicU64::new(0),
+            origin_probes_saved: AtomicU64::new(0),
             name_only_entries: AtomicU64::new(0),
             read_ahead: Default::default(),
             invalidations: AtomicU64::new(0),
@@ -135,6 +139,7 @@ pub struct StatsSnapshot {
     pub passthrough_opens: u64,
     pub direct_opens: u64,
     pub negative_entries: u64,
+    pub origin_probes_saved: u64,
     pub name_only_entries: u64,
     pub dirs_read_ahead: u64,
     pub files_read_ahead: u64,
@@ -180,6 +185,7 @@ impl Stats {
             passthrough_opens: l(&self.passthrough_opens),
             direct_opens: l(&self.direct_opens),
             negative_entries: l(&self.negative_entries),
+            origin_probes_saved: l(&self.origin_probes_saved),
             name_only_entries: l(&self.name_only_entries),
             dirs_read_ahead: l(&self.read_ahead.dirs),
             files_read_ahead: l(&self.read_ahead.files),

@@ -1038,11 +1038,15 @@ fn files_written_through_the_mount_are_read_back_without_the_daemon() {
     assert_eq!(read(&fx, "var/log/messages"), "boot\nlater\n");
 }
 
+/// A number in the daemon's answer to control command `cmd`.
+fn control_u64(fx: &Fixture, cmd: &str, key: &str) -> u64 {
+    let v = fx.control(&format!(r#"{{"cmd":"{cmd}"}}"#));
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
 /// Inodes the daemon holds (`litectl status`).
 fn inodes(fx: &Fixture) -> u64 {
-    fx.control(r#"{"cmd":"status"}"#)["inodes"]
-        .as_u64()
-        .unwrap()
+    control_u64(fx, "status", "inodes")
 }
 
 #[test]
@@ -1168,12 +1172,88 @@ fn a_name_found_absent_before_an_image_update_is_not_created_over_the_image() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert_image_file_not_shadowed(&fx, "tmp/late", "from the image\n");
+}
+
+/// An exclusive create at `rel` fails with EEXIST, and `rel` reads as the image's file.
+fn assert_image_file_not_shadowed(fx: &Fixture, rel: &str, content: &str) {
     let r = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(fx.m("tmp/late"));
-    assert_eq!(errno_of(r), libc::EEXIST);
-    assert_eq!(read(&fx, "tmp/late"), "from the image\n");
+        .open(fx.m(rel));
+    assert_eq!(errno_of(r), libc::EEXIST, "{rel}");
+    assert_eq!(read(fx, rel), content);
+}
+
+/// Sets the image directory `rel`'s modification time an hour back, as a real image's
+/// directories are (names are not remembered for a directory modified moments ago).
+fn age_image_dir(fx: &Fixture, rel: &str) {
+    let (ok, out) = fx.sh(&format!("touch -m -d '1 hour ago' {}", fx.p(rel).display()));
+    assert!(ok, "{out}");
+}
+
+fn probes_saved(fx: &Fixture) -> u64 {
+    control_u64(fx, "stats", "origin_probes_saved")
+}
+
+#[test]
+fn names_the_image_directory_lacks_are_known_after_the_first_and_gained_ones_are_found() {
+    let fx = mounted();
+    age_image_dir(&fx, "img/tmp");
+    // tmp/ is a tmpfs litefile directory over the image's tmp/ (which holds .keep). The
+    // first new name there sends the daemon to the image; after it, the image's names
+    // are known and new names cost no probe of the image (on a node: no NFS LOOKUP).
+    let s0 = probes_saved(&fx);
+    for i in 0..20 {
+        write(&fx.m(&format!("tmp/new-{i}")), "x\n");
+    }
+    let s1 = probes_saved(&fx);
+    assert!(s1 >= s0 + 19, "probes saved {s0} -> {s1}");
+    // What the image holds is still found, and hidden by a whiteout when removed; names
+    // made on the node go without leaving one.
+    assert_eq!(read(&fx, "tmp/.keep"), "");
+    fs::remove_file(fx.m("tmp/.keep")).unwrap();
+    assert!(!fx.m("tmp/.keep").exists());
+    for i in 0..20 {
+        fs::remove_file(fx.m(&format!("tmp/new-{i}"))).unwrap();
+    }
+    assert_eq!(fs::read_dir(fx.m("tmp")).unwrap().count(), 0);
+    let mut store: Vec<String> = fs::read_dir(fx.p("vol/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    store.sort();
+    assert_eq!(store, vec![".keep"], "one whiteout, for the image's name");
+    // A name the image gains is found at once, before any generation bump (the image
+    // directory's times changed), and an exclusive create does not shadow it.
+    write(&fx.p("img/tmp/gained"), "new in the image\n");
+    assert_image_file_not_shadowed(&fx, "tmp/gained", "new in the image\n");
+}
+
+#[test]
+fn scratch_names_in_an_image_directory_are_known_absent_and_image_files_stay_locked() {
+    let fx = mounted();
+    age_image_dir(&fx, "img/etc");
+    // etc/ is a read-only image directory with file entries (ntp.conf): new names there
+    // are volatile scratch files (sed -i's temporaries). Known absent after the first.
+    write(&fx.m("etc/scratch-0"), "0\n");
+    let s0 = probes_saved(&fx);
+    for i in 1..10 {
+        write(&fx.m(&format!("etc/scratch-{i}")), "x\n");
+    }
+    let s1 = probes_saved(&fx);
+    assert!(s1 >= s0 + 9, "probes saved {s0} -> {s1}");
+    for i in 0..10 {
+        fs::remove_file(fx.m(&format!("etc/scratch-{i}"))).unwrap();
+    }
+    // The image's own files are found, and stay read-only; so is one it gains.
+    assert_eq!(read(&fx, "etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    let r = fs::OpenOptions::new().append(true).open(fx.m("etc/passwd"));
+    assert_eq!(errno_of(r), libc::EROFS);
+    write(&fx.p("img/etc/gained"), "image\n");
+    assert_eq!(read(&fx, "etc/gained"), "image\n");
+    let r = fs::OpenOptions::new().append(true).open(fx.m("etc/gained"));
+    assert_eq!(errno_of(r), libc::EROFS);
 }
 
 /// lstat of `tree`/dNN/sub/fN (20 directories of 5 files) by full path, in name order,

@@ -569,6 +569,10 @@ fn render_stats(v: &Value) -> String {
             plain(field(v, "negative_entries")),
         ),
         (
+            "image probes saved (name known absent)".into(),
+            plain(field(v, "origin_probes_saved")),
+        ),
+        (
             "listed entries sent by name only".into(),
             plain(field(v, "name_only_entries")),
         ),
@@ -597,6 +601,7 @@ fn render_stats(v: &Value) -> String {
             "passthrough_opens",
             "direct_opens",
             "negative_entries",
+            "origin_probes_saved",
             "name_only_entries",
             "dirs_read_ahead",
             "files_read_ahead",

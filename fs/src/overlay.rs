@@ -624,6 +624,18 @@ impl Overlay {
 
     /// Resolves `name` in `parent` across the layers. `Ok(None)` means absent.
     fn resolve(&self, parent: &Arc<Inode>, name: &CStr) -> Result<Option<Resolved>, Errno> {
+        self.resolve_as(parent, name, false)
+    }
+
+    /// `resolve`; with `for_inode`, for a lookup that wants the inode only (not whether
+    /// the origin holds the name, which unlink's whiteout and listings' inode numbers
+    /// need): a store file an inode already stands for skips the origin.
+    fn resolve_as(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        for_inode: bool,
+    ) -> Result<Option<Resolved>, Errno> {
         if !parent.is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -738,13 +750,14 @@ impl Overlay {
                 // the two ends of a rename) needs no look at its origin: the inode keeps
                 // what the origin gave it (its inode number), and a file's origin no
                 // longer serves it once it has a store copy.
-                let known = upper.as_ref().is_some_and(|(_, st)| {
-                    let kind = st.st_mode & libc::S_IFMT;
-                    kind != libc::S_IFDIR
-                        && self
-                            .inodes
-                            .has_reusable((st.st_dev, st.st_ino), area, epoch, kind)
-                });
+                let known = for_inode
+                    && upper.as_ref().is_some_and(|(_, st)| {
+                        let kind = st.st_mode & libc::S_IFMT;
+                        kind != libc::S_IFDIR
+                            && self
+                                .inodes
+                                .has_reusable((st.st_dev, st.st_ino), area, epoch, kind)
+                    });
                 let lower = match parent.lower().map_err(err)? {
                     Some((layer, pl)) if !known => self
                         .origin_child(parent, layer, pl.as_fd(), name)?
@@ -1056,7 +1069,7 @@ impl Overlay {
         parent: &Arc<Inode>,
         name: &CStr,
     ) -> Result<Option<(Arc<Inode>, Stat)>, Errno> {
-        match self.resolve(parent, name)? {
+        match self.resolve_as(parent, name, true)? {
             Some(r) => self.instantiate(parent, name, r).map(Some),
             None => Ok(None),
         }

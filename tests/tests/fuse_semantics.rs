@@ -426,13 +426,22 @@ fn inode_numbers_are_stable_across_copy_up() {
         fs::metadata(fx.m("etc/ssh/sshd_config")).unwrap().ino(),
         before
     );
-    let listed = fs::read_dir(fx.m("etc/ssh"))
+    assert_eq!(
+        listed_ino(&fx, "etc/ssh", "sshd_config"),
+        before,
+        "readdir agrees with stat"
+    );
+}
+
+/// The inode number readdir of `dir` gives for `name`.
+fn listed_ino(fx: &Fixture, dir: &str, name: &str) -> u64 {
+    use std::os::unix::fs::DirEntryExt;
+    fs::read_dir(fx.m(dir))
         .unwrap()
         .map(|e| e.unwrap())
-        .find(|e| e.file_name() == "sshd_config")
-        .unwrap();
-    use std::os::unix::fs::DirEntryExt;
-    assert_eq!(listed.ino(), before, "readdir agrees with stat");
+        .find(|e| e.file_name() == name)
+        .unwrap()
+        .ino()
 }
 
 #[test]
@@ -1228,6 +1237,32 @@ fn names_the_image_directory_lacks_are_known_after_the_first_and_gained_ones_are
     // directory's times changed), and an exclusive create does not shadow it.
     write(&fx.p("img/tmp/gained"), "new in the image\n");
     assert_image_file_not_shadowed(&fx, "tmp/gained", "new in the image\n");
+}
+
+#[test]
+fn a_copied_up_image_file_the_kernel_holds_is_removed_for_good_and_listed_with_its_number() {
+    let fx = mounted();
+    // Copied up, and held (open, and its attributes cached): the inode the daemon keeps
+    // for it is found by its store copy, yet unlink must still whiteout the image's name.
+    let p = fx.m("etc/ssh/sshd_config");
+    let ino = fs::metadata(&p).unwrap().ino();
+    append(&p, "# node\n");
+    let _held = fs::File::open(&p).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(
+        listed_ino(&fx, "etc/ssh", "sshd_config"),
+        ino,
+        "readdir gives the image's inode number too"
+    );
+    fs::remove_file(&p).unwrap();
+    assert!(!p.exists());
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert!(!p.exists(), "the image's file stays hidden");
+    assert!(
+        !fs::read_dir(fx.m("etc/ssh"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "sshd_config")
+    );
 }
 
 #[test]

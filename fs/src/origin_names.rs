@@ -11,9 +11,12 @@
 //! The names are kept as sorted 64-bit hashes: absence of a hash proves absence of the
 //! name, and a collision only costs the probe it would have cost anyway. A set answers
 //! only while the origin directory's modification and change times are those it was read
-//! under (one `fstat`, 0.4 µs, where the failed `openat` was 2.5; on NFS served from the
-//! attribute cache, the rule NFS's own negative entries follow), so a name the image
-//! gains is found at once, before any generation bump. A listing read while the directory
+//! under (one `fstat`, 0.4 µs, where the failed `openat` was 2.5), so a name the image
+//! gains is found at once on local disk, before any generation bump. On NFS the `fstat` is
+//! served from the client's attribute cache: a name added on the server shows once that
+//! expires (`acdirmin`-`acdirmax`, 30-60 s by default) or at the next generation bump
+//! (`statelite imgupdate`), whichever is first; xCAT itself copies a writable directory's
+//! image content once, at boot. A listing read while the directory
 //! was modified within the last [`RACY`] is not kept: a second change within the same
 //! clock tick would leave the times as they were. Sets are also tied to one image epoch
 //! ([`crate::overlay`]'s xattr epoch: image update, rules reload) and one directory object

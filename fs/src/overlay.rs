@@ -673,6 +673,9 @@ impl Overlay {
             Area::Store { rule: None, .. } if trie.is_some() => Area::Image,
             other => other,
         };
+        // Set by the store case, which takes them along the way.
+        let mut upper_st = None;
+        let mut lower_deferred = false;
         let (upper, lower) = match area {
             Area::Image => match self.lower_child(parent, name)? {
                 Some(l) => (None, Some(l)),
@@ -758,34 +761,14 @@ impl Overlay {
                                 .inodes
                                 .has_reusable((st.st_dev, st.st_ino), area, epoch, kind)
                     });
-                let lower = match parent.lower().map_err(err)? {
-                    Some((layer, pl)) if !known => self
-                        .origin_child(parent, layer, pl.as_fd(), name)?
-                        .map(|fd| (layer, fd)),
-                    _ => None,
+                let lower = if known {
+                    None
+                } else {
+                    self.origin_of(parent, name)?
                 };
-                let Some((upper, upper_st)) = upper else {
-                    return Ok(lower.map(|lower| Resolved {
-                        epoch,
-                        area,
-                        trie,
-                        entry_rel: None,
-                        upper: None,
-                        lower: Some(lower),
-                        upper_st: None,
-                        lower_deferred: false,
-                    }));
-                };
-                return Ok(Some(Resolved {
-                    epoch,
-                    area,
-                    trie,
-                    entry_rel: None,
-                    upper: Some(upper),
-                    lower,
-                    upper_st: Some(upper_st),
-                    lower_deferred: known,
-                }));
+                upper_st = upper.as_ref().map(|(_, st)| *st);
+                lower_deferred = known;
+                (upper.map(|(fd, _)| fd), lower)
             }
         };
         if upper.is_none() && lower.is_none() {
@@ -798,8 +781,8 @@ impl Overlay {
             entry_rel: None,
             upper,
             lower,
-            upper_st: None,
-            lower_deferred: false,
+            upper_st,
+            lower_deferred,
         }))
     }
 
@@ -811,27 +794,26 @@ impl Overlay {
         let (area, trie) = self.child_area(&rs, parent, name);
         let entering = trie.and_then(|t| rs.rules.rule_at(t)).is_some();
         if !entering && parent.is_dir() && matches!(area, Area::Store { rule: Some(_), .. }) {
-            return Ok(match parent.lower().map_err(err)? {
-                Some((layer, pl)) => self
-                    .origin_child(parent, layer, pl.as_fd(), name)?
-                    .is_some(),
-                None => false,
-            });
+            return Ok(self.origin_of(parent, name)?.is_some());
         }
         Ok(self
             .resolve(parent, name)?
             .is_some_and(|r| r.lower.is_some()))
     }
 
-    /// `name` in the origin directory `pl` (of `layer`) of the writable directory `parent`.
-    fn origin_child(
+    /// `name` in the origin directory of the writable directory `parent`, with its layer.
+    fn origin_of(
         &self,
         parent: &Arc<Inode>,
-        layer: LayerId,
-        pl: BorrowedFd<'_>,
         name: &CStr,
-    ) -> Result<Option<OwnedFd>, Errno> {
-        self.origin_probe(parent, layer, pl, name, || open_child(pl, name))
+    ) -> Result<Option<(LayerId, OwnedFd)>, Errno> {
+        let Some((layer, pl)) = parent.lower().map_err(err)? else {
+            return Ok(None);
+        };
+        let found = self.origin_probe(parent, layer, pl.as_fd(), name, || {
+            open_child(pl.as_fd(), name)
+        })?;
+        Ok(found.map(|fd| (layer, fd)))
     }
 
     /// Runs `probe` (a look for `name` in `parent`'s origin directory `pl`, of `layer`)
@@ -983,10 +965,11 @@ impl Overlay {
             (Some(u), None) => Some(sys::fstat(u.as_fd()).map_err(err)?),
             (None, _) => None,
         };
-        let mut lst = match &r.lower {
-            Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
-            None => None,
+        let stat_lower = |lower: &Option<(LayerId, OwnedFd)>| match lower {
+            Some((_, l)) => sys::fstat(l.as_fd()).map(Some).map_err(err),
+            None => Ok(None),
         };
+        let mut lst = stat_lower(&r.lower)?;
         let (st, kind) = match (&ust, &lst) {
             (Some(u), _) => (*u, u.st_mode & libc::S_IFMT),
             (None, Some(l)) => (*l, l.st_mode & libc::S_IFMT),
@@ -1002,16 +985,8 @@ impl Overlay {
         if r.lower_deferred {
             // The inode the resolution counted on is gone (trimmed meanwhile): the new one
             // needs its origin after all, for its inode number.
-            r.lower = match parent.lower().map_err(err)? {
-                Some((layer, pl)) => self
-                    .origin_child(parent, layer, pl.as_fd(), name)?
-                    .map(|fd| (layer, fd)),
-                None => None,
-            };
-            lst = match &r.lower {
-                Some((_, l)) => Some(sys::fstat(l.as_fd()).map_err(err)?),
-                None => None,
-            };
+            r.lower = self.origin_of(parent, name)?;
+            lst = stat_lower(&r.lower)?;
         }
         // The origin counts only while it is the same kind of object: it gives the stable
         // inode number and, for directories, the entries merged under the store's.

@@ -20,6 +20,8 @@ enum Item {
     Proc { child: Child, what: String },
     /// A work directory to remove at the very end.
     Dir(PathBuf),
+    /// A kernel parameter file (`/sys/module/...`) and the value to write back.
+    Param { path: PathBuf, old: String },
 }
 
 static ITEMS: Mutex<Vec<(u64, Item)>> = Mutex::new(Vec::new());
@@ -52,6 +54,20 @@ pub fn register_proc(child: Child, what: &str) -> Token {
         child,
         what: what.to_string(),
     })
+}
+
+/// Writes `value` to the parameter file `path` for the run; the old value is written back
+/// on every exit path.
+pub fn set_param(path: &Path, value: &str) -> Result<Token, String> {
+    let old = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    std::fs::write(path, value).map_err(|e| format!("{} = {value}: {e}", path.display()))?;
+    Ok(push(Item::Param {
+        path: path.to_path_buf(),
+        old,
+    }))
 }
 
 pub fn register_dir(path: &Path) -> Token {
@@ -88,6 +104,8 @@ fn undo(item: Item) -> Result<(), String> {
             stop_child(&mut child, &what);
             Ok(())
         }
+        Item::Param { path, old } => std::fs::write(&path, &old)
+            .map_err(|e| format!("restoring {} = {old}: {e}", path.display())),
         Item::Dir(p) => {
             let left = mounts_below(&p);
             if !left.is_empty() {
@@ -243,4 +261,23 @@ pub fn install_signal_handler() {
         cleanup_all();
         std::process::exit(130);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_parameter_gets_its_old_value_back_when_released() {
+        let dir = std::env::temp_dir().join(format!("bench-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wake_here");
+        std::fs::write(&file, "N\n").unwrap();
+        let t = set_param(&file, "Y").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "Y");
+        release(t).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "N");
+        assert!(set_param(&dir.join("absent"), "Y").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

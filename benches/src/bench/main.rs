@@ -17,7 +17,7 @@ mod workloads;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use serde::Serialize;
@@ -72,6 +72,11 @@ struct Args {
     /// FUSE mode request threads (default: statelite-mountd's own default).
     #[arg(long)]
     fuse_threads: Option<usize>,
+    /// Set a FUSE module parameter for the run, NAME=VALUE (repeatable), e.g. `wake_here=Y`
+    /// on a kernel that has it; written back afterwards. It applies to every FUSE mode and
+    /// peer alike. The values in force are recorded in the JSON and the header.
+    #[arg(long, value_name = "NAME=VALUE")]
+    fuse_param: Vec<String>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -92,6 +97,11 @@ pub struct Measurement {
 struct Meta {
     quick: bool,
     kernel: String,
+    /// The FUSE module's parameters (`/sys/module/fuse/parameters`): they change what a
+    /// round trip costs (`enable_uring` decides whether FUSE mode can use its io_uring
+    /// transport; this kernel's non-upstream `wake_here` halves the `/dev/fuse` wake-up
+    /// cost for fuse-dev and the FUSE peers), so a run records them.
+    fuse_module_params: std::collections::BTreeMap<String, String>,
     cpus: usize,
     mem_gib: f64,
     files: usize,
@@ -179,6 +189,45 @@ fn main() {
     }
 }
 
+const FUSE_PARAMS: &str = "/sys/module/fuse/parameters";
+
+/// `NAME=VALUE`: the FUSE module parameter NAME set to VALUE until the harness exits.
+fn set_fuse_param(spec: &str) -> Result<(), String> {
+    let (name, value) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--fuse-param {spec:?}: expected NAME=VALUE"))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "--fuse-param {spec:?}: {name:?} is not a parameter name"
+        ));
+    }
+    let path = Path::new(FUSE_PARAMS).join(name);
+    if !path.exists() {
+        return Err(format!(
+            "--fuse-param {spec:?}: this kernel's FUSE module has no parameter {name} ({})",
+            path.display()
+        ));
+    }
+    guard::set_param(&path, value).map(|_| ())
+}
+
+fn fuse_module_params() -> std::collections::BTreeMap<String, String> {
+    let dir = Path::new(FUSE_PARAMS);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let value = fs::read_to_string(e.path()).ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                value.trim().to_string(),
+            ))
+        })
+        .collect()
+}
+
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
@@ -202,6 +251,9 @@ fn chrono_now() -> String {
 
 fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
+    for p in &args.fuse_param {
+        set_fuse_param(p)?;
+    }
     chrono_now();
     let load_start = loadavg();
     let quick = args.quick;
@@ -608,6 +660,7 @@ fn run(args: &Args) -> Result<(), String> {
     let meta = Meta {
         quick,
         kernel: sh("uname", &["-r"]),
+        fuse_module_params: fuse_module_params(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -681,10 +734,16 @@ impl Output {
     fn meta_summary(&self) -> String {
         let m = &self.meta;
         format!(
-            "statelite-bench {} run: kernel {}, {} CPUs, {:.0} GiB; image {} files / {} dirs / {:.0} MiB + {} MiB big file; \
+            "statelite-bench {} run: kernel {} (fuse {}), {} CPUs, {:.0} GiB; image {} files / {} dirs / {:.0} MiB + {} MiB big file; \
              fuse-overlayfs {}, mergerfs {}, fio {}; statelite {}; {:.0} s; load {} -> {}; image unchanged: {}",
             if m.quick { "--quick" } else { "full" },
             m.kernel,
+            m.fuse_module_params
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "enable_uring" | "wake_here"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             m.cpus,
             m.mem_gib,
             m.files,
@@ -711,5 +770,17 @@ impl Output {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Duration) {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_params_are_checked_before_anything_is_written() {
+        let e = set_fuse_param("wake_here").unwrap_err();
+        assert!(e.contains("NAME=VALUE"), "{e}");
+        let e = set_fuse_param("../../kernel/x=1").unwrap_err();
+        assert!(e.contains("not a parameter name"), "{e}");
+        let e = set_fuse_param("no_such_parameter_here=1").unwrap_err();
+        assert!(e.contains("has no parameter"), "{e}");
+    }
+}

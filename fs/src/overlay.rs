@@ -1403,7 +1403,7 @@ impl Overlay {
         &self,
         inode: &Arc<Inode>,
         flags: i32,
-        created: Option<OwnedFd>,
+        created: Option<(OwnedFd, (u64, u64))>,
         make_backing: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<(OpenFile, FopenFlags), Errno> {
         let acc = flags & libc::O_ACCMODE;
@@ -1415,14 +1415,19 @@ impl Overlay {
         // (counting it made every create reopen its file through /proc: a fifth of CREATE).
         let ignored = libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_TRUNC | KERNEL_O_LARGEFILE;
         let plain = lazy_flags & !ignored == 0;
-        let eager: Option<OwnedFd> = if let Some(fd) = created.filter(|_| wants_write && plain) {
-            Some(fd)
-        } else if wants_write {
-            let upper = self.writable(inode, Op::open)?;
-            Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?)
-        } else {
-            None
-        };
+        // The identity of the descriptor that serves, when already known (CREATE has just
+        // stat'ed the file it made): one fstat fewer per created file.
+        let mut known_identity = None;
+        let eager: Option<OwnedFd> =
+            if let Some((fd, id)) = created.filter(|_| wants_write && plain) {
+                known_identity = Some(id);
+                Some(fd)
+            } else if wants_write {
+                let upper = self.writable(inode, Op::open)?;
+                Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?)
+            } else {
+                None
+            };
         let durable = wants_write && inode.area.store().is_some_and(|s| s.is_durable());
         // close(2) needs no round trip unless the data must reach persistent storage.
         let mut fopen = if durable {
@@ -1441,12 +1446,13 @@ impl Overlay {
                 None => inode.reopen_primary(lazy_flags).map_err(err),
             }
         };
+        let identity = |f: &OwnedFd| known_identity.or_else(|| identity_of(f.as_fd()));
         let mut backing = None;
         let mut cached = false;
         let fd: Option<OwnedFd>;
         if let Some((b, key)) = live {
             let f = open_now(eager)?;
-            if identity_of(f.as_fd()) == Some(key) {
+            if identity(&f) == Some(key) {
                 backing = Some(b);
             } else {
                 // Another backing file is in passthrough use for this inode (opened before
@@ -1472,7 +1478,7 @@ impl Overlay {
                 match make_backing(&f) {
                     Ok(b) => {
                         let b = Arc::new(b);
-                        if let Some(key) = identity_of(f.as_fd()) {
+                        if let Some(key) = identity(&f) {
                             io.backing = Some((Arc::downgrade(&b), key));
                         }
                         backing = Some(b);
@@ -3138,8 +3144,12 @@ impl StateliteFs {
         let (file, fopen) = tri!(
             t,
             reply,
-            ov.open_inode(&inode, flags & !libc::O_TRUNC, made, |f| ov
-                .open_backing(f.as_fd()))
+            ov.open_inode(
+                &inode,
+                flags & !libc::O_TRUNC,
+                made.map(|fd| (fd, (st.st_dev, st.st_ino))),
+                |f| ov.open_backing(f.as_fd())
+            )
         );
         let fh = ov.new_handle();
         let backing = file._backing.clone();

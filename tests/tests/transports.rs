@@ -7,15 +7,11 @@ mod fuse_common;
 
 use std::path::Path;
 
-use fuse_common::{Fixture, snapshot, write};
+use fuse_common::{Fixture, kernel_has_ring, snapshot, write};
 
 const RULES: &str = r#""ALL","/tmp/","tmpfs,rw",,
 "ALL","/var/lib/db/","persistent",,
 "#;
-
-fn kernel_has_ring() -> bool {
-    Path::new("/sys/module/fuse/parameters/enable_uring").exists()
-}
 
 fn mounted(extra: &[&str]) -> Fixture {
     let mut fx = Fixture::new(RULES);
@@ -33,29 +29,18 @@ fn mounted(extra: &[&str]) -> Fixture {
 
 /// Ring threads of the daemon behind `fx` and their context switches so far.
 fn ring_thread_switches(fx: &Fixture) -> Vec<(String, u64)> {
-    let pid = fx.control(r#"{"cmd":"status"}"#)["pid"]
-        .as_u64()
-        .expect("pid");
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("task dir")
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let comm = comm.trim().to_string();
-        if !comm.starts_with("ring-") {
-            continue;
-        }
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        let n = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        out.push((comm, n));
-    }
-    out.sort();
-    out
+    fx.ring_threads()
+        .into_iter()
+        .map(|(_, comm, dir)| {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let n = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            (comm, n)
+        })
+        .collect()
 }
 
 #[test]

@@ -38,6 +38,12 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Whether this kernel has FUSE over io_uring (Linux 6.14+), the daemon's default transport.
+#[allow(dead_code)]
+pub fn kernel_has_ring() -> bool {
+    Path::new("/sys/module/fuse/parameters/enable_uring").exists()
+}
+
 pub fn write(path: &Path, data: &str) {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).unwrap();
@@ -174,7 +180,7 @@ impl Fixture {
     /// Waits for the io_uring transport, which comes up right after the mount where the
     /// kernel has it; false (at once) where it does not.
     pub fn ring_up(&self) -> bool {
-        if !Path::new("/sys/module/fuse/parameters/enable_uring").exists() {
+        if !kernel_has_ring() {
             return false;
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -187,6 +193,30 @@ impl Fixture {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         true
+    }
+
+    /// The daemon's ring threads (named `ring-<queue>.<n>`): thread id, name and
+    /// `/proc/<pid>/task/<tid>` directory.
+    #[allow(dead_code)]
+    pub fn ring_threads(&self) -> Vec<(libc::pid_t, String, PathBuf)> {
+        let pid = self.control(r#"{"cmd":"status"}"#)["pid"]
+            .as_u64()
+            .expect("pid");
+        let mut out = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("task dir")
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim().to_string();
+            if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok())
+                && comm.starts_with("ring-")
+            {
+                out.push((tid, comm, t.path()));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Requests of kind `op` ("read", "getxattr", ...) the daemon has served so far.

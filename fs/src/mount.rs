@@ -369,6 +369,7 @@ fn watch_generation(
         ov.trim_inodes();
         if let Some(r) = rings {
             r.adapt();
+            ov.ring_contended.store(!r.idle_policy(), Ordering::Relaxed);
         }
         waited += tick;
         if waited < interval {

@@ -239,6 +239,9 @@ pub struct Overlay {
     passthrough_active: AtomicBool,
     /// Requests come over io_uring rings (set once they are registered).
     pub ring_active: AtomicBool,
+    /// The ring threads run with normal scheduling because they waited for busy CPUs
+    /// (`ring::Rings::adapt`); false while they run as `SCHED_IDLE`.
+    pub ring_contended: AtomicBool,
     /// Epoch for what inodes remember of their xattrs; a new one begins whenever objects may have changed
     /// behind our back (image update, rules reload).
     xattr_epoch: AtomicU64,
@@ -444,6 +447,7 @@ impl Overlay {
             opts,
             passthrough_active: AtomicBool::new(false),
             ring_active: AtomicBool::new(false),
+            ring_contended: AtomicBool::new(false),
             xattr_epoch: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(

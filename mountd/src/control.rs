@@ -229,6 +229,15 @@ fn status(ov: &Overlay) -> Value {
         "rules_epoch": ov.rs().epoch,
         "passthrough": ov.passthrough_active(),
         "transport": if ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) { "io_uring" } else { "/dev/fuse" },
+        // "idle": SCHED_IDLE, replies stay on the caller's CPU; "normal": CPUs contended
+        // (see `ring::Rings`); null without the ring.
+        "ring_threads": if !ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) {
+            Value::Null
+        } else if ov.ring_contended.load(std::sync::atomic::Ordering::Relaxed) {
+            json!("normal")
+        } else {
+            json!("idle")
+        },
         "inodes": ov.inodes().len(),
         "generation": statelite_fs::mount::read_generation(l),
         "degraded": l.store(StoreKind::Persistent).is_none(),

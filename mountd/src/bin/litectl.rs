@@ -363,6 +363,15 @@ fn render_status(v: &Value) -> String {
         ("degraded".into(), degraded),
         ("FUSE passthrough".into(), plain(field(v, "passthrough"))),
         ("FUSE transport".into(), plain(field(v, "transport"))),
+        (
+            "FUSE ring threads".into(),
+            match field(v, "ring_threads").as_str() {
+                Some("idle") => "SCHED_IDLE (replies stay on the caller's CPU)".into(),
+                Some("normal") => "normal scheduling (they waited for busy CPUs)".into(),
+                Some(other) => other.to_string(),
+                None => "- (no ring)".into(),
+            },
+        ),
         ("inodes in use".into(), plain(field(v, "inodes"))),
     ];
     rows.extend(extra_rows(
@@ -379,6 +388,7 @@ fn render_status(v: &Value) -> String {
             "degraded",
             "passthrough",
             "transport",
+            "ring_threads",
             "inodes",
         ],
     ));

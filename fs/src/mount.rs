@@ -165,30 +165,28 @@ pub fn mount(rules: RuleSet, cfg: &MountConfig) -> Result<Mounted, MountError> {
 }
 
 impl Mounted {
-    /// FUSE over io_uring, when wanted and the kernel has it; `None` leaves every request
-    /// on `/dev/fuse`.
-    fn start_ring(&self) -> Option<ring::Rings> {
+    /// FUSE over io_uring, when wanted and the kernel has it (`Overlay::rings`); left unset,
+    /// every request stays on `/dev/fuse`.
+    fn start_ring(&self) {
         let ov = &self.overlay;
         if !ov.opts.uring {
-            return None;
+            return;
         }
-        let dev = ov.dev_fuse.get()?.clone();
+        let Some(dev) = ov.dev_fuse.get().cloned() else {
+            return;
+        };
         let fs = Arc::new(StateliteFs(ov.clone()));
         let t0 = std::time::Instant::now();
         match ring::enable_in_kernel().and_then(|()| ring::start(fs, dev, MAX_WRITE)) {
             Ok(r) => {
-                ov.ring_active.store(true, Ordering::Relaxed);
                 tracing::info!(
                     queues = r.queues,
                     setup_us = t0.elapsed().as_micros() as u64,
                     "serving requests over io_uring"
                 );
-                Some(r)
+                let _ = ov.rings.set(Arc::new(r));
             }
-            Err(e) => {
-                tracing::info!("serving requests over /dev/fuse: {e}");
-                None
-            }
+            Err(e) => tracing::info!("serving requests over /dev/fuse: {e}"),
         }
     }
 
@@ -196,16 +194,13 @@ impl Mounted {
     pub fn run(self, generation_interval: Duration) -> std::io::Result<()> {
         // The ring serves requests as soon as it is registered, so it starts here, once the
         // caller has installed the rules (as fuser's session loop below does).
-        let rings = self.start_ring().map(Arc::new);
+        self.start_ring();
         let ov = self.overlay.clone();
         let stop = self.stop.clone();
-        let watched = rings.clone();
         let since = self.generation.clone();
         let watcher = std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || {
-                watch_generation(&ov, watched.as_deref(), since, generation_interval, &stop)
-            })?;
+            .spawn(move || watch_generation(&ov, since, generation_interval, &stop))?;
         // fuser unmounts the mount point *path* when its mount handle is dropped at the end
         // of the session. By then the kernel has already dropped our mount (that is why the
         // session ended), and the path may hold a new mount of the same root (a quick
@@ -354,22 +349,15 @@ fn unescape_octal(field: &str) -> Vec<u8> {
 
 /// Counts and acts on every change of the image generation from `last`, the generation the
 /// mount started from.
-fn watch_generation(
-    ov: &Overlay,
-    rings: Option<&ring::Rings>,
-    mut last: Option<String>,
-    interval: Duration,
-    stop: &AtomicBool,
-) {
+fn watch_generation(ov: &Overlay, mut last: Option<String>, interval: Duration, stop: &AtomicBool) {
     let tick = Duration::from_millis(100);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
         ov.drain_invalidations();
         ov.trim_inodes();
-        if let Some(r) = rings {
+        if let Some(r) = ov.rings.get() {
             r.adapt();
-            ov.ring_contended.store(!r.idle_policy(), Ordering::Relaxed);
         }
         waited += tick;
         if waited < interval {

@@ -237,11 +237,9 @@ pub struct Overlay {
     pub denied: DeniedLog,
     pub(crate) opts: OverlayOptions,
     passthrough_active: AtomicBool,
-    /// Requests come over io_uring rings (set once they are registered).
-    pub ring_active: AtomicBool,
-    /// The ring threads run with normal scheduling because they waited for busy CPUs
-    /// (`ring::Rings::adapt`); false while they run as `SCHED_IDLE`.
-    pub ring_contended: AtomicBool,
+    /// The io_uring rings requests come over, once they are registered (unset: every
+    /// request comes over `/dev/fuse`).
+    pub rings: std::sync::OnceLock<Arc<crate::ring::Rings>>,
     /// Epoch for what inodes remember of their xattrs; a new one begins whenever objects may have changed
     /// behind our back (image update, rules reload).
     xattr_epoch: AtomicU64,
@@ -446,8 +444,7 @@ impl Overlay {
             denied: DeniedLog::default(),
             opts,
             passthrough_active: AtomicBool::new(false),
-            ring_active: AtomicBool::new(false),
-            ring_contended: AtomicBool::new(false),
+            rings: std::sync::OnceLock::new(),
             xattr_epoch: AtomicU64::new(1),
             copy_up_lock: Mutex::new(()),
             negatives: Mutex::new(lru::LruCache::new(
@@ -1421,16 +1418,17 @@ impl Overlay {
         let plain = lazy_flags & !ignored == 0;
         // The identity of the descriptor that serves, when already known (CREATE has just
         // stat'ed the file it made): one fstat fewer per created file.
-        let mut known_identity = None;
-        let eager: Option<OwnedFd> =
+        let (eager, known_identity): (Option<OwnedFd>, _) =
             if let Some((fd, id)) = created.filter(|_| wants_write && plain) {
-                known_identity = Some(id);
-                Some(fd)
+                (Some(fd), Some(id))
             } else if wants_write {
                 let upper = self.writable(inode, Op::open)?;
-                Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?)
+                (
+                    Some(sys::reopen(upper.as_fd(), lazy_flags).map_err(err)?),
+                    None,
+                )
             } else {
-                None
+                (None, None)
             };
         let durable = wants_write && inode.area.store().is_some_and(|s| s.is_durable());
         // close(2) needs no round trip unless the data must reach persistent storage.

@@ -228,15 +228,13 @@ fn status(ov: &Overlay) -> Value {
         "rules": ov.rs().rules.len(),
         "rules_epoch": ov.rs().epoch,
         "passthrough": ov.passthrough_active(),
-        "transport": if ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) { "io_uring" } else { "/dev/fuse" },
+        "transport": if ov.rings.get().is_some() { "io_uring" } else { "/dev/fuse" },
         // "idle": SCHED_IDLE, replies stay on the caller's CPU; "normal": CPUs contended
         // (see `ring::Rings`); null without the ring.
-        "ring_threads": if !ov.ring_active.load(std::sync::atomic::Ordering::Relaxed) {
-            Value::Null
-        } else if ov.ring_contended.load(std::sync::atomic::Ordering::Relaxed) {
-            json!("normal")
-        } else {
-            json!("idle")
+        "ring_threads": match ov.rings.get() {
+            None => Value::Null,
+            Some(r) if r.idle_policy() => json!("idle"),
+            Some(_) => json!("normal"),
         },
         "inodes": ov.inodes().len(),
         "generation": statelite_fs::mount::read_generation(l),

@@ -12,6 +12,7 @@ mod guard;
 mod image;
 mod modes;
 mod report;
+mod rounds;
 mod workloads;
 
 use std::fs;
@@ -23,7 +24,8 @@ use clap::Parser;
 use serde::Serialize;
 
 use modes::{Env, Mode};
-use workloads::{Ctx, Params, Unit};
+use rounds::WarmSeries;
+use workloads::{Ctx, Params, Unit, Workload};
 
 const REDHAT_LITEFILE: &str = include_str!("../../../tests/fixtures/litefile-redhat.csv");
 
@@ -133,8 +135,226 @@ struct Meta {
 struct Output {
     meta: Meta,
     results: Vec<Measurement>,
-    /// FUSE mode's control-socket stats after each workload (cumulative over its mount).
+    /// FUSE mode's control-socket stats per workload, cumulative over each mount: `cold`
+    /// (the cold pass's mount) and `warm` (the interleaved rounds' mount), or `cold+warm`
+    /// where one mount served both (the image update).
     fuse_stats: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// One workload's rows (a cold and a warm one per mode, in the order of the modes) and FUSE
+/// mode's request statistics per mount.
+struct WorkloadResult {
+    rows: Vec<Measurement>,
+    fuse_stats: serde_json::Map<String, serde_json::Value>,
+}
+
+fn empty_rows(w: &Workload, mode: Mode) -> (Measurement, Measurement) {
+    let cold = Measurement {
+        workload: w.id.into(),
+        title: w.title.into(),
+        variant: "cold".into(),
+        mode,
+        unit: w.unit,
+        value: None,
+        samples: vec![],
+        error: None,
+    };
+    let warm = Measurement {
+        variant: "warm".into(),
+        ..cold.clone()
+    };
+    (cold, warm)
+}
+
+fn mount_or_note(env: &Env, mode: Mode, row: &mut Measurement) -> Option<modes::View> {
+    match modes::mount(env, mode, None, None) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // Tear down whatever half-mounted.
+            let _ = guard::unmount(&env.mnt_base.join(mode.name()), None);
+            row.error = Some(format!("mount: {e}"));
+            None
+        }
+    }
+}
+
+/// The cold sample: a fresh mount, page/dentry/inode caches dropped, one run.
+fn run_cold(w: &Workload, view: &modes::View, ctx: &Ctx, cold: &mut Measurement) {
+    modes::drop_caches();
+    match (w.run)(view, ctx, 0) {
+        Ok(x) => {
+            cold.value = Some(x);
+            cold.samples.push(x);
+        }
+        Err(e) => cold.error = Some(e),
+    }
+}
+
+fn show(m: &Measurement) -> String {
+    match (&m.value, &m.error) {
+        (Some(v), _) => format!("{} {}", report::fmt_val(*v), m.unit.label()),
+        (None, Some(e)) => format!("error: {e}"),
+        _ => "-".into(),
+    }
+}
+
+fn collect_fuse_stats(
+    view: &modes::View,
+    key: &str,
+    into: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if view.mode == Mode::Fuse
+        && let Some(s) = modes::fuse_stats(view)
+    {
+        into.insert(key.into(), s);
+    }
+}
+
+/// Cold, one mode after the other; then warm with every mode mounted at once, sampled in
+/// rotating rounds (`rounds.rs`: why).
+fn measure_interleaved(
+    env: &Env,
+    ctx: &Ctx,
+    w: &Workload,
+    modes_list: &[Mode],
+) -> Result<WorkloadResult, String> {
+    let mut rows: Vec<(Measurement, Measurement)> =
+        modes_list.iter().map(|&m| empty_rows(w, m)).collect();
+    let mut stats = serde_json::Map::new();
+    for (cold, _) in rows.iter_mut() {
+        progress(&format!(
+            "{}, cold, on {} (load {})",
+            w.title,
+            cold.mode.name(),
+            loadavg()
+        ));
+        let Some(view) = mount_or_note(env, cold.mode, cold) else {
+            continue;
+        };
+        run_cold(w, &view, ctx, cold);
+        collect_fuse_stats(&view, "cold", &mut stats);
+        modes::unmount(view).map_err(|e| format!("unmount {}: {e}", cold.mode.name()))?;
+    }
+
+    progress(&format!(
+        "{}, warm, every mode mounted, in rotating rounds (load {})",
+        w.title,
+        loadavg()
+    ));
+    let mut views: Vec<(usize, modes::View)> = Vec::new();
+    for (i, (cold, warm)) in rows.iter_mut().enumerate() {
+        if cold.error.is_some() {
+            warm.error = Some("cold run failed".into());
+        } else if let Some(v) = mount_or_note(env, cold.mode, warm) {
+            views.push((i, v));
+        }
+    }
+    let mut series: Vec<WarmSeries> = views.iter().map(|_| WarmSeries::default()).collect();
+    // One unrecorded pass per mode first. It brings the new mount's kernel caches and a
+    // daemon's inode table to where the cold pass left the first mount, so that the first
+    // sample is as warm as the rest.
+    for ((_, view), s) in views.iter().zip(series.iter_mut()) {
+        if let Err(e) = (w.run)(view, ctx, 1) {
+            s.fail(e);
+        }
+    }
+    let mut round = 0;
+    while !rounds::rounds_done(&series, ctx.params) {
+        for k in rounds::round_order(views.len(), round) {
+            if series[k].error.is_some() {
+                continue;
+            }
+            match (w.run)(&views[k].1, ctx, round + 2) {
+                Ok(x) => series[k].push(x, ctx.params),
+                Err(e) => series[k].fail(e),
+            }
+        }
+        round += 1;
+    }
+    let mut unmounted = Ok(());
+    for ((i, view), s) in views.into_iter().zip(series) {
+        let warm = &mut rows[i].1;
+        warm.value = s.value();
+        warm.samples = s.samples;
+        warm.error = s.error;
+        collect_fuse_stats(&view, "warm", &mut stats);
+        let name = view.mode.name();
+        if let Err(e) = modes::unmount(view)
+            && unmounted.is_ok()
+        {
+            unmounted = Err(format!("unmount {name}: {e}"));
+        }
+    }
+    unmounted?;
+    for (cold, warm) in &rows {
+        progress(&format!(
+            "  {}: cold {}   warm {} ({} samples)",
+            cold.mode.name(),
+            show(cold),
+            show(warm),
+            warm.samples.len()
+        ));
+    }
+    Ok(WorkloadResult {
+        rows: rows.into_iter().flat_map(|(c, w)| [c, w]).collect(),
+        fuse_stats: stats,
+    })
+}
+
+/// Cold and then warm on one mount, one mode after the other (the image update: it changes
+/// the image under every mounted mode, so the modes cannot share a stretch of time).
+fn measure_in_turn(
+    env: &Env,
+    ctx: &Ctx,
+    w: &Workload,
+    modes_list: &[Mode],
+) -> Result<WorkloadResult, String> {
+    let mut out = Vec::new();
+    let mut stats = serde_json::Map::new();
+    for &mode in modes_list {
+        progress(&format!(
+            "{} on {} (load {})",
+            w.title,
+            mode.name(),
+            loadavg()
+        ));
+        let (mut cold, mut warm) = empty_rows(w, mode);
+        if let Some(view) = mount_or_note(env, mode, &mut cold) {
+            run_cold(w, &view, ctx, &mut cold);
+            if cold.error.is_none() {
+                let mut s = WarmSeries::default();
+                let mut rep = 1;
+                while !rounds::rounds_done(std::slice::from_ref(&s), ctx.params) {
+                    match (w.run)(&view, ctx, rep) {
+                        Ok(x) => s.push(x, ctx.params),
+                        Err(e) => s.fail(e),
+                    }
+                    rep += 1;
+                }
+                warm.value = s.value();
+                warm.samples = s.samples;
+                warm.error = s.error;
+            } else {
+                warm.error = Some("cold run failed".into());
+            }
+            collect_fuse_stats(&view, "cold+warm", &mut stats);
+            modes::unmount(view).map_err(|e| format!("unmount {}: {e}", mode.name()))?;
+        } else {
+            warm.error = cold.error.clone();
+        }
+        progress(&format!(
+            "  cold {}   warm {} ({} samples)",
+            show(&cold),
+            show(&warm),
+            warm.samples.len()
+        ));
+        out.push(cold);
+        out.push(warm);
+    }
+    Ok(WorkloadResult {
+        rows: out,
+        fuse_stats: stats,
+    })
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
@@ -453,98 +673,17 @@ fn run(args: &Args) -> Result<(), String> {
         if !wanted(w.id) {
             continue;
         }
-        for &mode in &modes_list {
-            progress(&format!(
-                "{} on {} (load {})",
-                w.title,
-                mode.name(),
-                loadavg()
-            ));
-            let mut cold = Measurement {
-                workload: w.id.into(),
-                title: w.title.into(),
-                variant: "cold".into(),
-                mode,
-                unit: w.unit,
-                value: None,
-                samples: vec![],
-                error: None,
-            };
-            let mut warm = Measurement {
-                variant: "warm".into(),
-                ..cold.clone()
-            };
-            let view = match modes::mount(&env, mode, None, None) {
-                Ok(v) => v,
-                Err(e) => {
-                    // Tear down whatever half-mounted.
-                    let _ = guard::unmount(&env.mnt_base.join(mode.name()), None);
-                    cold.error = Some(format!("mount: {e}"));
-                    warm.error = cold.error.clone();
-                    results.push(cold);
-                    results.push(warm);
-                    continue;
-                }
-            };
-            // Cold: fresh mount, page/dentry/inode caches dropped.
-            modes::drop_caches();
-            let mut rep = 0;
-            match (w.run)(&view, &ctx, rep) {
-                Ok(x) => {
-                    cold.value = Some(x);
-                    cold.samples.push(x);
-                }
-                Err(e) => cold.error = Some(e),
-            }
-            rep += 1;
-            // Warm: repeat on the same mount until the median settles.
-            if cold.error.is_none() {
-                let mut last_med = f64::NAN;
-                loop {
-                    match (w.run)(&view, &ctx, rep) {
-                        Ok(x) => warm.samples.push(x),
-                        Err(e) => {
-                            warm.error = Some(e);
-                            break;
-                        }
-                    }
-                    rep += 1;
-                    let med = median(&warm.samples);
-                    let n = warm.samples.len();
-                    let stable = n >= params.warm_min
-                        && ((med - last_med).abs() / med.abs().max(1e-12)) < params.warm_tolerance;
-                    last_med = med;
-                    if stable || n >= params.warm_max {
-                        break;
-                    }
-                }
-                if !warm.samples.is_empty() {
-                    warm.value = Some(median(&warm.samples));
-                }
-            } else {
-                warm.error = Some("cold run failed".into());
-            }
-            if mode == Mode::Fuse
-                && let Some(s) = modes::fuse_stats(&view)
-            {
-                fuse_stats.insert(w.id.to_string(), s);
-            }
-            if let Err(e) = modes::unmount(view) {
-                return Err(format!("unmount {}: {e}", mode.name()));
-            }
-            let show = |m: &Measurement| match (&m.value, &m.error) {
-                (Some(v), _) => format!("{} {}", report::fmt_val(*v), m.unit.label()),
-                (None, Some(e)) => format!("error: {e}"),
-                _ => "-".into(),
-            };
-            progress(&format!(
-                "  cold {}   warm {} ({} samples)",
-                show(&cold),
-                show(&warm),
-                warm.samples.len()
-            ));
-            results.push(cold);
-            results.push(warm);
+        let measured = if w.interleave {
+            measure_interleaved(&env, &ctx, w, &modes_list)?
+        } else {
+            measure_in_turn(&env, &ctx, w, &modes_list)?
+        };
+        results.extend(measured.rows);
+        if !measured.fuse_stats.is_empty() {
+            fuse_stats.insert(
+                w.id.to_string(),
+                serde_json::Value::Object(measured.fuse_stats),
+            );
         }
     }
 

@@ -63,6 +63,9 @@ pub struct Workload {
     pub title: &'static str,
     pub unit: Unit,
     pub run: RunFn,
+    /// Warm samples taken with every mode mounted at once, in rotating rounds
+    /// (`rounds.rs`). Not for the image update, which changes the image under every mode.
+    pub interleave: bool,
 }
 
 pub const ALL: &[Workload] = &[
@@ -71,54 +74,63 @@ pub const ALL: &[Workload] = &[
         title: "stat walk",
         unit: Unit::OpsPerSec,
         run: stat_walk,
+        interleave: true,
     },
     Workload {
         id: "readdir",
         title: "readdir walk",
         unit: Unit::OpsPerSec,
         run: readdir_walk,
+        interleave: true,
     },
     Workload {
         id: "small-read",
         title: "small-file open+read",
         unit: Unit::OpsPerSec,
         run: small_read,
+        interleave: true,
     },
     Workload {
         id: "seq-read",
         title: "big file sequential read",
         unit: Unit::MibPerSec,
         run: seq_read,
+        interleave: true,
     },
     Workload {
         id: "rand-read",
         title: "4 KiB random read (fio)",
         unit: Unit::OpsPerSec,
         run: rand_read,
+        interleave: true,
     },
     Workload {
         id: "exec",
         title: "exec from the image",
         unit: Unit::OpsPerSec,
         run: exec,
+        interleave: true,
     },
     Workload {
         id: "create",
         title: "create+write+fsync",
         unit: Unit::OpsPerSec,
         run: create_fsync,
+        interleave: true,
     },
     Workload {
         id: "rename",
         title: "rename-replace (sed -i)",
         unit: Unit::OpsPerSec,
         run: rename_replace,
+        interleave: true,
     },
     Workload {
         id: "update",
         title: "read after image update",
         unit: Unit::Ms,
         run: image_update,
+        interleave: false,
     },
 ];
 

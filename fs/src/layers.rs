@@ -114,21 +114,42 @@ pub struct LayerStack {
 }
 
 fn open_root(what: &'static str, path: &Path) -> Result<Arc<MountRoot>, LayerError> {
-    sys::open_dir_path(path)
-        .map(|fd| Arc::new(MountRoot::new(fd)))
-        .map_err(|source| LayerError::Open {
-            what,
-            path: path.to_path_buf(),
-            source,
-        })
+    open_root_fd(what, path).map(|fd| Arc::new(MountRoot::new(fd)))
+}
+
+fn open_root_fd(what: &'static str, path: &Path) -> Result<OwnedFd, LayerError> {
+    sys::open_dir_path(path).map_err(|source| LayerError::Open {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A read-only layer's root: on a private read-only, `noatime` copy of its mount tree
+/// (`sys::open_readonly_tree`), or where that is refused (no `CAP_SYS_ADMIN`, a kernel
+/// before 5.12) on the mount itself, which the daemon never writes either.
+fn open_readonly_root(what: &'static str, path: &Path) -> Result<Arc<MountRoot>, LayerError> {
+    // The path is checked first, so that a bad one is reported as it is given.
+    let plain = open_root_fd(what, path)?;
+    let fd = match sys::open_readonly_tree(path) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(
+                "{what} {}: no read-only copy of its mount ({e})",
+                path.display()
+            );
+            plain
+        }
+    };
+    Ok(Arc::new(MountRoot::new(fd)))
 }
 
 impl LayerStack {
     pub fn open(paths: LayerPaths) -> Result<LayerStack, LayerError> {
-        let image = open_root("image", &paths.image)?;
+        let image = open_readonly_root("image", &paths.image)?;
         let mut trees = Vec::new();
         for t in &paths.trees {
-            trees.push(open_root("litetree source", t)?);
+            trees.push(open_readonly_root("litetree source", t)?);
         }
         let volatile = open_root("volatile store", &paths.volatile)?;
         let persistent = match &paths.state {

@@ -232,6 +232,39 @@ fn erofs_outside_writable_areas_is_recorded() {
     );
 }
 
+/// The read-only layers are served from a private read-only, noatime copy of their mounts:
+/// reading through the root, from the page cache and by passthrough alike, leaves the image's
+/// and the litetree sources' own access times alone (on this tmpfs, with relatime, an
+/// access time older than the modification time is otherwise updated by the first read),
+/// and an admin's change to the image still shows.
+#[test]
+fn reads_leave_the_read_only_layers_untouched_even_access_times() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    let big = vec![7u8; 3 << 20]; // above the passthrough threshold
+    fs::create_dir_all(fx.p("img/usr/share")).unwrap();
+    fs::write(fx.p("img/usr/share/big.dat"), &big).unwrap();
+    let files = ["img/usr/share/big.dat", "img/etc/passwd", "tree1/etc/motd"];
+    for f in files {
+        let (ok, out) = fx.sh(&format!("touch -a -d 2001-01-01 {}", fx.p(f).display()));
+        assert!(ok, "{out}");
+    }
+    let atime = |fx: &Fixture, f: &str| fs::metadata(fx.p(f)).unwrap().atime();
+    let before: Vec<i64> = files.iter().map(|f| atime(&fx, f)).collect();
+    fx.mount();
+    assert_eq!(fs::read(fx.m("usr/share/big.dat")).unwrap(), big);
+    assert_eq!(read(&fx, "etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    assert_eq!(read(&fx, "etc/motd"), "tree1 motd\n");
+    let after: Vec<i64> = files.iter().map(|f| atime(&fx, f)).collect();
+    assert_eq!(before, after, "access times of {files:?} changed");
+    // The copy is of the mount, not of its files: a change made to the image shows.
+    write(&fx.p("img/etc/passwd.new"), "new\n");
+    assert_eq!(read(&fx, "etc/passwd.new"), "new\n");
+    // Natively the same read does update it, so the check above can fail.
+    fs::read(fx.p("img/usr/share/big.dat")).unwrap();
+    assert_ne!(atime(&fx, "img/usr/share/big.dat"), before[0]);
+}
+
 #[test]
 fn persistence_across_remount_and_tmpfs_reset() {
     let mut fx = mounted();

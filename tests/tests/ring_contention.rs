@@ -29,10 +29,18 @@ fn wait_for(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// One busy thread pinned to each CPU until `stop` is set.
+/// Busy threads pinned to each CPU until `stop` is set. Two per CPU: with one, the
+/// scheduler (EEVDF) mostly runs a woken `SCHED_IDLE` ring thread as soon as the caller
+/// blocks, because the hog, having had the CPU, is not eligible then; the threads waited about
+/// 1 µs per time slice and the guard rightly stayed off, so the test passed or failed by
+/// chance. With two, one of them is always eligible ahead of the ring thread, which waits
+/// for whole time slices: the starvation the guard is for.
+const HOGS_PER_CPU: usize = 2;
+
 fn cpu_hogs(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (0..cpus)
+    (0..cpus * HOGS_PER_CPU)
+        .map(|i| i % cpus)
         .map(|cpu| {
             let stop = stop.clone();
             std::thread::spawn(move || {

@@ -129,9 +129,10 @@ fn open_root_fd(what: &'static str, path: &Path) -> Result<OwnedFd, LayerError> 
 /// (`sys::open_readonly_tree`), or where that is refused (no `CAP_SYS_ADMIN`, a kernel
 /// before 5.12) on the mount itself, which the daemon never writes either.
 fn open_readonly_root(what: &'static str, path: &Path) -> Result<Arc<MountRoot>, LayerError> {
-    // The path is checked first, so that a bad one is reported as it is given.
+    // The path is opened (and a bad one reported) as for any layer; the copy is made of
+    // that directory.
     let plain = open_root_fd(what, path)?;
-    let fd = match sys::open_readonly_tree(path) {
+    let fd = match sys::open_readonly_tree(plain.as_fd()) {
         Ok(fd) => fd,
         Err(e) => {
             tracing::debug!(

@@ -108,17 +108,20 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A private, read-only, `noatime` copy of the mount tree at `path`, detached from every
-/// namespace (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`, then `mount_setattr` on the whole
-/// copy), as an `O_PATH` descriptor of its root. For the read-only layers: nothing done
+/// A private, read-only, `noatime` copy of the mount tree at `dir` (a descriptor, so that
+/// the object copied is the one already opened and checked, with no second path walk),
+/// detached from every namespace (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`, then
+/// `mount_setattr` on the whole copy), as an `O_PATH` descriptor of its root. For the read-only layers: nothing done
 /// through it can change them, not even an access time, and reads skip the access-time
 /// bookkeeping the original mount may do (about 80 ns of a 4 KiB cached read on this VM
 /// kind, passthrough reads included: their backing files are opened on this copy). The
 /// copy sees the same files as the original: an admin's image update shows through.
-pub fn open_readonly_tree(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let c = cstr(path.as_os_str())?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+pub fn open_readonly_tree(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_RECURSIVE as u32
+        | libc::AT_EMPTY_PATH as u32;
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

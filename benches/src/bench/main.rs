@@ -190,6 +190,14 @@ fn run_cold(w: &Workload, view: &modes::View, ctx: &Ctx, cold: &mut Measurement)
     }
 }
 
+/// The warm row of a mode from its series: the median, every sample, and the error if the
+/// series ended in one.
+fn fill_warm_row(warm: &mut Measurement, s: WarmSeries) {
+    warm.value = s.value();
+    warm.samples = s.samples;
+    warm.error = s.error;
+}
+
 fn show(m: &Measurement) -> String {
     match (&m.value, &m.error) {
         (Some(v), _) => format!("{} {}", report::fmt_val(*v), m.unit.label()),
@@ -273,10 +281,7 @@ fn measure_interleaved(
     }
     let mut unmounted = Ok(());
     for ((i, view), s) in views.into_iter().zip(series) {
-        let warm = &mut rows[i].1;
-        warm.value = s.value();
-        warm.samples = s.samples;
-        warm.error = s.error;
+        fill_warm_row(&mut rows[i].1, s);
         collect_fuse_stats(&view, "warm", &mut stats);
         let name = view.mode.name();
         if let Err(e) = modes::unmount(view)
@@ -331,9 +336,7 @@ fn measure_in_turn(
                     }
                     rep += 1;
                 }
-                warm.value = s.value();
-                warm.samples = s.samples;
-                warm.error = s.error;
+                fill_warm_row(&mut warm, s);
             } else {
                 warm.error = Some("cold run failed".into());
             }

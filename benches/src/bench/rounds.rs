@@ -58,8 +58,12 @@ pub fn round_order(n: usize, round: usize) -> impl Iterator<Item = usize> {
 /// round, or every one is exhausted. All modes take the same number of rounds, so their
 /// samples span the same stretch of time.
 pub fn rounds_done(series: &[WarmSeries], p: &Params) -> bool {
-    let live: Vec<&WarmSeries> = series.iter().filter(|s| s.error.is_none()).collect();
-    live.is_empty() || live.iter().all(|s| s.settled) || series.iter().all(|s| s.exhausted(p))
+    // `all` of no live mode is true: nothing left to sample.
+    series
+        .iter()
+        .filter(|s| s.error.is_none())
+        .all(|s| s.settled)
+        || series.iter().all(|s| s.exhausted(p))
 }
 
 #[cfg(test)]

@@ -380,11 +380,46 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     .map(drop)
 }
 
-/// Sets times on an `O_PATH` descriptor; symlinks included (`utimensat(fd, "", AT_EMPTY_PATH)`
-/// is refused by the kernel, so the proc path is used, which does not follow the link).
+/// Set once the kernel turns out to refuse `utimensat(fd, "", AT_EMPTY_PATH)`.
+static NO_UTIMENS_EMPTY_PATH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sets times on an `O_PATH` descriptor, symlinks included (the object the descriptor
+/// names is changed, never a link's target). `utimensat(fd, "", AT_EMPTY_PATH)` does it
+/// without the walk through `/proc/self/fd/N` (~3 µs of a ~4 µs SETATTR of times here:
+/// `touch`, `tar x` and every copy-up set times). A kernel refusing that form (EINVAL) is
+/// remembered once the proc path has done the same change; the proc path does not follow
+/// the link either.
 pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
-    let p = proc_path(fd);
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+    use std::sync::atomic::Ordering::Relaxed;
+    let by_proc_path = || {
+        let p = proc_path(fd);
+        check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+    };
+    if NO_UTIMENS_EMPTY_PATH.load(Relaxed) {
+        return by_proc_path();
+    }
+    // SAFETY: a descriptor we hold, a static empty string and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    // EINVAL is also the answer to bad times: only a success the other way says the
+    // kernel lacks the form.
+    by_proc_path()?;
+    NO_UTIMENS_EMPTY_PATH.store(true, Relaxed);
+    Ok(())
 }
 
 pub fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
@@ -716,6 +751,55 @@ mod tests {
         NO_FCHMODAT2.store(false, std::sync::atomic::Ordering::Relaxed);
         r.expect("chmod by proc path");
         assert_eq!(mode(), 0o640);
+    }
+
+    #[test]
+    fn utimens_fd_sets_the_times_of_what_an_o_path_descriptor_names_by_either_way() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("f"), b"x").expect("write");
+        std::os::unix::fs::symlink("f", d.path().join("l")).expect("symlink");
+        let dir = std::fs::File::open(d.path()).expect("open dir");
+        let times = |a: i64, m: i64| {
+            [
+                libc::timespec {
+                    tv_sec: a,
+                    tv_nsec: 0,
+                },
+                libc::timespec {
+                    tv_sec: m,
+                    tv_nsec: 5,
+                },
+            ]
+        };
+        let lstat = |n: &str| std::fs::symlink_metadata(d.path().join(n)).expect("lstat");
+        for (round, proc_path) in [false, true].into_iter().enumerate() {
+            let base = 1_000_000 + round as i64 * 1000;
+            NO_UTIMENS_EMPTY_PATH.store(proc_path, std::sync::atomic::Ordering::Relaxed);
+            let f = open_at(dir.as_fd(), c"f", libc::O_PATH).expect("O_PATH f");
+            let l = open_at(dir.as_fd(), c"l", libc::O_PATH).expect("O_PATH l");
+            let r = utimens_fd(f.as_fd(), &times(base, base + 1))
+                .and_then(|()| utimens_fd(l.as_fd(), &times(base + 2, base + 3)));
+            NO_UTIMENS_EMPTY_PATH.store(false, std::sync::atomic::Ordering::Relaxed);
+            r.expect("utimens");
+            let (f, l) = (lstat("f"), lstat("l"));
+            assert_eq!((f.atime(), f.mtime(), f.mtime_nsec()), (base, base + 1, 5));
+            // The link itself, not its target.
+            assert_eq!(
+                (l.atime(), l.mtime()),
+                (base + 2, base + 3),
+                "proc path: {proc_path}"
+            );
+        }
+        let bad = [libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000_000,
+        }; 2];
+        let f = open_at(dir.as_fd(), c"f", libc::O_PATH).expect("O_PATH f");
+        let e = utimens_fd(f.as_fd(), &bad).expect_err("bad times");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        // Bad times are not taken for a kernel without the descriptor form.
+        assert!(!NO_UTIMENS_EMPTY_PATH.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     #[test]

@@ -111,11 +111,12 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
 /// A private, read-only, `noatime` copy of the mount tree at `dir` (a descriptor, so that
 /// the object copied is the one already opened and checked, with no second path walk),
 /// detached from every namespace (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`, then
-/// `mount_setattr` on the whole copy), as an `O_PATH` descriptor of its root. For the read-only layers: nothing done
-/// through it can change them, not even an access time, and reads skip the access-time
-/// bookkeeping the original mount may do (about 80 ns of a 4 KiB cached read on this VM
-/// kind, passthrough reads included: their backing files are opened on this copy). The
-/// copy sees the same files as the original: an admin's image update shows through.
+/// `mount_setattr` on the whole copy), as an `O_PATH` descriptor of its root. For the
+/// read-only layers: nothing done through it can change them, not even an access time,
+/// and reads skip the access-time bookkeeping the original mount may do (about 80 ns of a
+/// 4 KiB cached read on this VM kind, passthrough reads included: their backing files are
+/// opened on this copy). The copy sees the same files as the original: an admin's image
+/// update shows through.
 pub fn open_readonly_tree(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let flags = libc::OPEN_TREE_CLONE
         | libc::OPEN_TREE_CLOEXEC
@@ -756,6 +757,7 @@ mod tests {
     #[test]
     fn utimens_fd_sets_the_times_of_what_an_o_path_descriptor_names_by_either_way() {
         use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::Ordering::Relaxed;
         let d = tempfile::tempdir().expect("tempdir");
         std::fs::write(d.path().join("f"), b"x").expect("write");
         std::os::unix::fs::symlink("f", d.path().join("l")).expect("symlink");
@@ -775,12 +777,12 @@ mod tests {
         let lstat = |n: &str| std::fs::symlink_metadata(d.path().join(n)).expect("lstat");
         for (round, proc_path) in [false, true].into_iter().enumerate() {
             let base = 1_000_000 + round as i64 * 1000;
-            NO_UTIMENS_EMPTY_PATH.store(proc_path, std::sync::atomic::Ordering::Relaxed);
+            NO_UTIMENS_EMPTY_PATH.store(proc_path, Relaxed);
             let f = open_at(dir.as_fd(), c"f", libc::O_PATH).expect("O_PATH f");
             let l = open_at(dir.as_fd(), c"l", libc::O_PATH).expect("O_PATH l");
             let r = utimens_fd(f.as_fd(), &times(base, base + 1))
                 .and_then(|()| utimens_fd(l.as_fd(), &times(base + 2, base + 3)));
-            NO_UTIMENS_EMPTY_PATH.store(false, std::sync::atomic::Ordering::Relaxed);
+            NO_UTIMENS_EMPTY_PATH.store(false, Relaxed);
             r.expect("utimens");
             let (f, l) = (lstat("f"), lstat("l"));
             assert_eq!((f.atime(), f.mtime(), f.mtime_nsec()), (base, base + 1, 5));
@@ -799,7 +801,7 @@ mod tests {
         let e = utimens_fd(f.as_fd(), &bad).expect_err("bad times");
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
         // Bad times are not taken for a kernel without the descriptor form.
-        assert!(!NO_UTIMENS_EMPTY_PATH.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(!NO_UTIMENS_EMPTY_PATH.load(Relaxed));
     }
 
     #[test]

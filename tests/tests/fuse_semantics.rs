@@ -236,8 +236,7 @@ fn erofs_outside_writable_areas_is_recorded() {
 /// reading through the root, from the page cache and by passthrough alike, leaves the image's
 /// and the litetree sources' own access times alone (on the fixture's filesystem, with
 /// relatime, an access time older than the modification time is otherwise updated by the
-/// first read),
-/// and an admin's change to the image still shows.
+/// first read), and an admin's change to the image still shows.
 #[test]
 fn reads_leave_the_read_only_layers_untouched_even_access_times() {
     let mut fx = Fixture::new(RULES);

@@ -78,6 +78,16 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     move |source| DemoError::Io { what, source }
 }
 
+/// The tour's run time as a person reads it: the whole tour takes tens of milliseconds,
+/// which "0.0 s" would hide.
+fn elapsed_text(d: std::time::Duration) -> String {
+    if d.as_secs_f64() < 1.0 {
+        format!("{} ms", d.as_millis().max(1))
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 impl DemoArgs {
     pub fn run(&self) -> Result<ExitCode, DemoError> {
         if self.boot {
@@ -95,8 +105,8 @@ impl DemoArgs {
         demo.tour()?;
         demo.finish()?;
         say!(
-            "\nDone in {:.1} s. Try it on your own image: statelite-mountd mount --help",
-            started.elapsed().as_secs_f64()
+            "\nDone in {}. Try it on your own image: statelite-mountd mount --help",
+            elapsed_text(started.elapsed())
         );
         Ok(ExitCode::SUCCESS)
     }
@@ -994,6 +1004,15 @@ mod tests {
         let rows = statelite_fs::rules::read_litefile(&path).expect("litefile parses");
         let rules = statelite_fs::rules::RuleSet::for_image(&rows, IMAGE_NAME);
         assert!(rules.violations().is_empty(), "{:?}", rules.violations());
+    }
+
+    #[test]
+    fn elapsed_text_reads_in_ms_under_a_second() {
+        use std::time::Duration;
+        assert_eq!(elapsed_text(Duration::from_micros(42_600)), "42 ms");
+        assert_eq!(elapsed_text(Duration::from_micros(300)), "1 ms");
+        assert_eq!(elapsed_text(Duration::from_millis(999)), "999 ms");
+        assert_eq!(elapsed_text(Duration::from_millis(2_340)), "2.3 s");
     }
 
     #[test]

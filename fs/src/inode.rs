@@ -38,6 +38,50 @@ pub struct IoState {
     pub written_behind_cache: bool,
     /// The descriptor for handle-less I/O (no-open mode), if one is open.
     pub iofd: Option<IoFd>,
+    /// The passthrough backing of the store copy, kept after its opens have closed (see
+    /// [`RetainedBacking`]).
+    pub retained: Option<RetainedBacking>,
+}
+
+/// Backing ids kept at most, node-wide: each holds a kernel file of a store copy open.
+pub const MAX_RETAINED_BACKINGS: usize = 1024;
+
+static RETAINED_BACKINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A store copy's passthrough backing id, kept while the kernel holds the inode, for the
+/// next passthrough open of it: that open then needs no descriptor, no registration, and
+/// its close no deregistration (three system calls of the daemon's, one of them a reopen
+/// by handle). A store copy is an inode's for good (it is never replaced by another
+/// object), so the backing stays the right one; the kernel opens a backing file of its own
+/// for each open, with that open's flags, so one id serves reads and writes alike. Files
+/// written and read back (a `sed -i` target, a log, a lock) are opened again and again.
+///
+/// A kept backing is registered from a read-only descriptor: a file kept open for writing
+/// would keep its store from being remounted read-only.
+#[derive(Debug)]
+pub struct RetainedBacking(pub Arc<crate::reply::PassthroughId>);
+
+impl RetainedBacking {
+    /// Whether another backing may be kept now.
+    pub fn room() -> bool {
+        RETAINED_BACKINGS.load(Ordering::Relaxed) < MAX_RETAINED_BACKINGS
+    }
+
+    /// Keeps `b`, unless [`MAX_RETAINED_BACKINGS`] are kept already.
+    pub fn new(b: &Arc<crate::reply::PassthroughId>) -> Option<RetainedBacking> {
+        RETAINED_BACKINGS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_RETAINED_BACKINGS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| RetainedBacking(b.clone()))
+    }
+}
+
+impl Drop for RetainedBacking {
+    fn drop(&mut self) {
+        RETAINED_BACKINGS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl IoState {
@@ -46,6 +90,7 @@ impl IoState {
         self.cached_opens == 0
             && !self.written_behind_cache
             && self.iofd.is_none()
+            && self.retained.is_none()
             && self
                 .backing
                 .as_ref()

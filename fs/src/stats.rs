@@ -70,6 +70,8 @@ pub struct Stats {
     ops: Vec<Counter>,
     pub copy_ups: AtomicU64,
     pub passthrough_opens: AtomicU64,
+    /// Passthrough opens served by a store copy's kept backing (`inode::RetainedBacking`).
+    pub kept_backing_opens: AtomicU64,
     pub direct_opens: AtomicU64,
     pub negative_entries: AtomicU64,
     /// Names proved absent from an origin directory without asking it (see
@@ -92,6 +94,7 @@ impl Default for Stats {
             ops: Op::ALL.iter().map(|_| Counter::default()).collect(),
             copy_ups: AtomicU64::new(0),
             passthrough_opens: AtomicU64::new(0),
+            kept_backing_opens: AtomicU64::new(0),
             direct_opens: AtomicU64::new(0),
             negative_entries: AtomicU64::new(0),
             origin_probes_saved: AtomicU64::new(0),
@@ -137,6 +140,7 @@ pub struct StatsSnapshot {
     pub ops: Vec<OpStats>,
     pub copy_ups: u64,
     pub passthrough_opens: u64,
+    pub kept_backing_opens: u64,
     pub direct_opens: u64,
     pub negative_entries: u64,
     pub origin_probes_saved: u64,
@@ -183,6 +187,7 @@ impl Stats {
             ops,
             copy_ups: l(&self.copy_ups),
             passthrough_opens: l(&self.passthrough_opens),
+            kept_backing_opens: l(&self.kept_backing_opens),
             direct_opens: l(&self.direct_opens),
             negative_entries: l(&self.negative_entries),
             origin_probes_saved: l(&self.origin_probes_saved),

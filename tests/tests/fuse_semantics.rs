@@ -1080,6 +1080,91 @@ fn files_written_through_the_mount_are_read_back_without_the_daemon() {
     assert_eq!(read(&fx, "var/log/messages"), "boot\nlater\n");
 }
 
+#[test]
+fn a_store_copys_backing_is_kept_for_its_next_opens_and_never_stands_for_the_origin() {
+    let mut fx = Fixture::new(RULES);
+    image(&fx);
+    // An image file above the passthrough threshold, in a writable directory.
+    let big = vec![b'o'; 3 << 20];
+    fs::write(fx.p("img/var/log/big"), &big).unwrap();
+    fx.mount();
+    let kept = |fx: &Fixture| control_u64(fx, "stats", "kept_backing_opens");
+
+    // A file made through the mount: its next opens, to read and to append, use the
+    // backing its creation registered.
+    write(&fx.m("var/log/app.log"), "one\n");
+    let k0 = kept(&fx);
+    assert_eq!(read(&fx, "var/log/app.log"), "one\n");
+    append(&fx.m("var/log/app.log"), "two\n");
+    assert_eq!(read(&fx, "var/log/app.log"), "one\ntwo\n");
+    assert_eq!(kept(&fx) - k0, 3, "three opens, none registering a backing");
+    // Open for reading and for appending at once, then replaced by `sed -i`.
+    let mut r = fs::File::open(fx.m("var/log/app.log")).unwrap();
+    let mut w = fs::OpenOptions::new()
+        .append(true)
+        .open(fx.m("var/log/app.log"))
+        .unwrap();
+    w.write_all(b"three\n").unwrap();
+    let mut text = String::new();
+    r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "one\ntwo\nthree\n");
+    drop((r, w));
+    let sed = Command::new("sed")
+        .arg("-i")
+        .arg("s/two/TWO/")
+        .arg(fx.m("var/log/app.log"))
+        .status()
+        .unwrap();
+    assert!(sed.success());
+    assert_eq!(read(&fx, "var/log/app.log"), "one\nTWO\nthree\n");
+    append(&fx.m("var/log/app.log"), "four\n");
+    assert_eq!(read(&fx, "var/log/app.log"), "one\nTWO\nthree\nfour\n");
+
+    // A large image file in a writable directory, open for reading (`tail -f`) while a
+    // writer opens it (which copies it up): both work, and every later open, on the store
+    // copy's kept backing, shows what was written.
+    let mut held = fs::File::open(fx.m("var/log/big")).unwrap();
+    let mut head = [0u8; 4];
+    held.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"oooo");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(fx.m("var/log/big"))
+        .expect("a writer while a reader has the file open")
+        .write_all(b"NEW!")
+        .unwrap();
+    let mut tail = vec![0u8; 16];
+    held.read_exact(&mut tail).unwrap();
+    assert_eq!(tail, vec![b'o'; 16], "the reader reads on");
+    drop(held);
+    let k1 = kept(&fx);
+    for _ in 0..3 {
+        let mut f = fs::File::open(fx.m("var/log/big")).unwrap();
+        f.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"NEW!");
+    }
+    assert_eq!(
+        kept(&fx) - k1,
+        2,
+        "the store copy's backing, once registered"
+    );
+    assert_eq!(
+        fs::read(fx.p("img/var/log/big")).unwrap(),
+        big,
+        "image untouched"
+    );
+
+    // More files than backings are kept: each still reads back what was written to it.
+    fs::create_dir(fx.m("tmp/many")).unwrap();
+    let n = statelite_fs::inode::MAX_RETAINED_BACKINGS + 100;
+    for i in 0..n {
+        write(&fx.m(&format!("tmp/many/f{i}")), &format!("{i}\n"));
+    }
+    for i in 0..n {
+        assert_eq!(read(&fx, &format!("tmp/many/f{i}")), format!("{i}\n"));
+    }
+}
+
 /// A number in the daemon's answer to control command `cmd`.
 fn control_u64(fx: &Fixture, cmd: &str, key: &str) -> u64 {
     let v = fx.control(&format!(r#"{{"cmd":"{cmd}"}}"#));

@@ -150,6 +150,7 @@ fn status_which_layers_stats() {
     assert!(out.lines().any(|l| l.starts_with("lookup ")), "{out}");
     assert!(kv(&out, "copy-ups").parse::<u64>().unwrap() >= 1, "{out}");
     kv(&out, "passthrough opens");
+    kv(&out, "passthrough opens on a kept backing");
     kv(&out, "negative entries cached");
     let v = json(&fx, &["stats"]);
     assert!(v["ops"].as_array().is_some_and(|a| !a.is_empty()), "{v}");

@@ -571,6 +571,10 @@ fn render_stats(v: &Value) -> String {
             plain(field(v, "passthrough_opens")),
         ),
         (
+            "passthrough opens on a kept backing".into(),
+            plain(field(v, "kept_backing_opens")),
+        ),
+        (
             "direct opens (through the daemon)".into(),
             plain(field(v, "direct_opens")),
         ),
@@ -609,6 +613,7 @@ fn render_stats(v: &Value) -> String {
             "ops",
             "copy_ups",
             "passthrough_opens",
+            "kept_backing_opens",
             "direct_opens",
             "negative_entries",
             "origin_probes_saved",

@@ -54,7 +54,7 @@ struct Args {
     #[arg(long)]
     big_mib: Option<u64>,
     /// Modes, comma-separated: native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs
-    /// (also: fuse-nopt = FUSE mode with --no-passthrough, fuse-noopen = FUSE mode with STATELITE_NO_OPEN=1, fuse-dev = FUSE mode with --no-uring).
+    /// (also: fuse-nopt = FUSE mode with --no-passthrough, fuse-noopen = FUSE mode with STATELITE_NO_OPEN=1, fuse-dev = FUSE mode with --no-uring, fuse-base = FUSE mode by the --base-mountd binary).
     #[arg(
         long,
         default_value = "native,symlink,fuse,overlayfs,fuse-overlayfs,mergerfs"
@@ -79,6 +79,10 @@ struct Args {
     /// peer alike. The values in force are recorded in the JSON and the header.
     #[arg(long, value_name = "NAME=VALUE")]
     fuse_param: Vec<String>,
+    /// The statelite-mountd binary of mode `fuse-base`: another build (say, of the commit
+    /// before a change), measured beside `fuse` in the same run.
+    #[arg(long, value_name = "PATH")]
+    base_mountd: Option<PathBuf>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -495,6 +499,12 @@ fn run(args: &Args) -> Result<(), String> {
     let mut modes_list = Vec::new();
     for m in args.modes.split(',').filter(|s| !s.is_empty()) {
         let mode = Mode::parse(m.trim()).ok_or_else(|| format!("unknown mode {m}"))?;
+        if mode == Mode::FuseBase && !args.base_mountd.as_ref().is_some_and(|p| p.is_file()) {
+            return Err(format!(
+                "mode fuse-base needs --base-mountd PATH, an executable statelite-mountd (given: {:?})",
+                args.base_mountd
+            ));
+        }
         if let Err(e) = modes::available(mode) {
             eprintln!("statelite-bench: skipping {m}: {e}");
             continue;
@@ -659,6 +669,7 @@ fn run(args: &Args) -> Result<(), String> {
         tmpfs: tmpfs.clone(),
         mnt_base: work.join("mnt"),
         mountd: mountd.clone(),
+        base_mountd: args.base_mountd.clone(),
         litefile: tables.join("litefile.csv"),
         gen_interval: args.generation_interval,
         fuse_threads: args.fuse_threads,

@@ -27,6 +27,10 @@ pub enum Mode {
     /// FUSE mode over `/dev/fuse` (`--no-uring`), where the kernel has FUSE over io_uring
     /// (only with `--modes`).
     FuseDev,
+    /// FUSE mode served by another `statelite-mountd` build (`--base-mountd`), e.g. of the
+    /// commit before a change: the change's effect measured in the same run, interleaved
+    /// (only with `--modes`).
+    FuseBase,
     Overlayfs,
     FuseOverlayfs,
     Mergerfs,
@@ -41,6 +45,7 @@ impl Mode {
             Mode::FuseNopt => "fuse-nopt",
             Mode::FuseNoopen => "fuse-noopen",
             Mode::FuseDev => "fuse-dev",
+            Mode::FuseBase => "fuse-base",
             Mode::Overlayfs => "overlayfs",
             Mode::FuseOverlayfs => "fuse-overlayfs",
             Mode::Mergerfs => "mergerfs",
@@ -54,6 +59,7 @@ impl Mode {
             "fuse-nopt" => Mode::FuseNopt,
             "fuse-noopen" => Mode::FuseNoopen,
             "fuse-dev" => Mode::FuseDev,
+            "fuse-base" => Mode::FuseBase,
             "overlayfs" => Mode::Overlayfs,
             "fuse-overlayfs" => Mode::FuseOverlayfs,
             "mergerfs" => Mode::Mergerfs,
@@ -63,7 +69,7 @@ impl Mode {
     pub fn is_statelite_fuse(self) -> bool {
         matches!(
             self,
-            Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev
+            Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev | Mode::FuseBase
         )
     }
 }
@@ -85,6 +91,8 @@ pub struct Env {
     pub tmpfs: PathBuf,
     pub mnt_base: PathBuf,
     pub mountd: PathBuf,
+    /// The `statelite-mountd` of mode `fuse-base` (`--base-mountd`).
+    pub base_mountd: Option<PathBuf>,
     pub litefile: PathBuf,
     pub gen_interval: f64,
     pub fuse_threads: Option<usize>,
@@ -247,11 +255,18 @@ pub fn mount(
                 .env("STATELITE_LOG", "warn"))?;
             view.ready = t0.elapsed();
         }
-        Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev => {
+        Mode::Fuse | Mode::FuseNopt | Mode::FuseNoopen | Mode::FuseDev | Mode::FuseBase => {
             fs::create_dir_all(scratch.join("state")).map_err(io)?;
             fs::create_dir_all(scratch.join("vol")).map_err(io)?;
             let sock = scratch.join("control.sock");
-            let mut cmd = Command::new(&env.mountd);
+            let mountd = match (mode, &env.base_mountd) {
+                (Mode::FuseBase, Some(b)) => b,
+                (Mode::FuseBase, None) => {
+                    return Err("mode fuse-base needs --base-mountd PATH".into());
+                }
+                _ => &env.mountd,
+            };
+            let mut cmd = Command::new(mountd);
             cmd.args(["mount", "--foreground", "--image"])
                 .arg(&env.image)
                 .arg("--litefile")
@@ -285,9 +300,9 @@ pub fn mount(
             own_session(&mut cmd);
             let mut child = cmd
                 .spawn()
-                .map_err(|e| format!("{}: {e}", env.mountd.display()))?;
+                .map_err(|e| format!("{}: {e}", mountd.display()))?;
             let stderr = child.stderr.take();
-            view.mount_token = Some(guard::register_mount(&mp, Some(&env.mountd)));
+            view.mount_token = Some(guard::register_mount(&mp, Some(mountd)));
             let tok = guard::register_proc(child, "statelite-mountd");
             view.proc_token = Some(tok);
             // Ready = the daemon logs "statelite root mounted" (what the daemonising form
@@ -448,5 +463,31 @@ pub fn available(mode: Mode) -> Result<(), String> {
         Err(format!(
             "{bin} not installed (apt-get install -y fuse-overlayfs mergerfs fio)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_name_parses_back_and_fuse_base_is_a_statelite_mode() {
+        let all = [
+            Mode::Native,
+            Mode::Symlink,
+            Mode::Fuse,
+            Mode::FuseNopt,
+            Mode::FuseNoopen,
+            Mode::FuseDev,
+            Mode::FuseBase,
+            Mode::Overlayfs,
+            Mode::FuseOverlayfs,
+            Mode::Mergerfs,
+        ];
+        for m in all {
+            assert_eq!(Mode::parse(m.name()), Some(m), "{}", m.name());
+        }
+        assert!(Mode::FuseBase.is_statelite_fuse(), "its stats are read too");
+        assert_eq!(Mode::parse("fuse-basis"), None);
     }
 }

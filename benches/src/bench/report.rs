@@ -233,7 +233,12 @@ pub fn tables(results: &[Measurement], modes: &[Mode]) -> String {
             }
         }
         // The same targets for the diagnostic FUSE variants measured in this run.
-        for alt in [Mode::FuseDev, Mode::FuseNoopen, Mode::FuseNopt] {
+        for alt in [
+            Mode::FuseBase,
+            Mode::FuseDev,
+            Mode::FuseNoopen,
+            Mode::FuseNopt,
+        ] {
             if !modes.contains(&alt) {
                 continue;
             }
@@ -277,6 +282,7 @@ fn color(mode: Mode) -> RGBColor {
         Mode::FuseNopt => RGBColor(255, 152, 150),
         Mode::FuseNoopen => RGBColor(148, 103, 189),
         Mode::FuseDev => RGBColor(140, 86, 75),
+        Mode::FuseBase => RGBColor(255, 127, 14),
         Mode::Overlayfs => RGBColor(31, 119, 180),
         Mode::FuseOverlayfs => RGBColor(44, 160, 44),
         Mode::Mergerfs => RGBColor(148, 103, 189),

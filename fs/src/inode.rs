@@ -48,13 +48,15 @@ pub const MAX_RETAINED_BACKINGS: usize = 1024;
 
 static RETAINED_BACKINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A store copy's passthrough backing id, kept while the kernel holds the inode, for the
-/// next passthrough open of it: that open then needs no descriptor, no registration, and
-/// its close no deregistration (three system calls of the daemon's, one of them a reopen
-/// by handle). A store copy is an inode's for good (it is never replaced by another
-/// object), so the backing stays the right one; the kernel opens a backing file of its own
-/// for each open, with that open's flags, so one id serves reads and writes alike. Files
-/// written and read back (a `sed -i` target, a log, a lock) are opened again and again.
+/// A store copy's passthrough backing id, kept from the file's first reopen on while the
+/// kernel holds the inode, for its next passthrough opens: those then need no descriptor,
+/// no registration, and their closes no deregistration (system calls of the daemon's, one
+/// of them a reopen by handle: open+read+close of a node-written file 24-29 -> 18-22 µs).
+/// A store copy is an inode's for good (it is never replaced by another object), so the
+/// backing stays the right one; the kernel opens a backing file of its own for each open,
+/// with that open's flags, so one id serves reads and writes alike. Files the node writes
+/// and reads back (a log appended by script after script, a config re-read) are opened
+/// again and again; a file's creation keeps none (most new files are never reopened).
 ///
 /// A kept backing is registered from a read-only descriptor: a file kept open for writing
 /// would keep its store from being remounted read-only.

@@ -1469,6 +1469,9 @@ impl Overlay {
         // (counting it made every create reopen its file through /proc: a fifth of CREATE).
         let ignored = libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_TRUNC | KERNEL_O_LARGEFILE;
         let plain = lazy_flags & !ignored == 0;
+        // Backings are kept (see `RetainedBacking`) from a file's first reopen on: one made
+        // by CREATE would cost every new file a read-only reopen, most never opened again.
+        let reopened = created.is_none();
         // The identity of the descriptor that serves, when already known (CREATE has just
         // stat'ed the file it made): one fstat fewer per created file.
         let (eager, known_identity): (Option<OwnedFd>, _) =
@@ -1558,7 +1561,7 @@ impl Overlay {
                 let f = open_now(eager)?;
                 // A backing to keep (see `RetainedBacking`) is registered from a read-only
                 // descriptor; this open's own flags are the kernel's per-open backing file's.
-                let mut keep = from_store_copy && RetainedBacking::room();
+                let mut keep = reopened && from_store_copy && RetainedBacking::room();
                 let template = if keep && acc != libc::O_RDONLY {
                     let ro = inode.reopen_primary(libc::O_RDONLY).ok();
                     keep = ro.is_some();

@@ -768,47 +768,33 @@ impl Overlay {
                                 .inodes
                                 .has_reusable((st.st_dev, st.st_ino), area, epoch, kind)
                     });
-                let upper = match found {
-                    Some((_, st)) if known => {
-                        upper_st = Some(st);
-                        None
-                    }
-                    // Opened, and its attributes taken from the descriptor: the name may
-                    // have been renamed over since the lstat.
-                    Some((pu, _)) => match open_child(pu.as_fd(), name)? {
-                        Some(fd) => match not_whiteout_st(fd)? {
-                            Some((fd, st)) => {
-                                upper_st = Some(st);
-                                Some(fd)
-                            }
-                            None => return Ok(None),
+                if known {
+                    // Neither a descriptor nor the origin: `instantiate_with` finds the
+                    // inode by the lstat's identity.
+                    upper_st = found.map(|(_, st)| st);
+                    lower_deferred = true;
+                    (None, None)
+                } else {
+                    let upper = match found {
+                        // Opened, and its attributes taken from the descriptor: the name
+                        // may have been renamed over since the lstat.
+                        Some((pu, _)) => match open_child(pu.as_fd(), name)? {
+                            Some(fd) => match not_whiteout_st(fd)? {
+                                Some((fd, st)) => {
+                                    upper_st = Some(st);
+                                    Some(fd)
+                                }
+                                None => return Ok(None),
+                            },
+                            None => None,
                         },
                         None => None,
-                    },
-                    None => None,
-                };
-                let lower = if known {
-                    None
-                } else {
-                    self.origin_of(parent, name)?
-                };
-                lower_deferred = known;
-                if known {
-                    return Ok(Some(Resolved {
-                        epoch,
-                        area,
-                        trie,
-                        entry_rel: None,
-                        upper: None,
-                        lower: None,
-                        upper_st,
-                        lower_deferred,
-                    }));
+                    };
+                    (upper, self.origin_of(parent, name)?)
                 }
-                (upper, lower)
             }
         };
-        if upper.is_none() && lower.is_none() {
+        if upper.is_none() && lower.is_none() && !lower_deferred {
             return Ok(None);
         }
         Ok(Some(Resolved {

@@ -236,6 +236,9 @@ fn status(ov: &Overlay) -> Value {
             Some(r) if r.idle_policy() => json!("idle"),
             Some(_) => json!("normal"),
         },
+        // One per CPU, plus the spares stalled queues were given (see `ring::Rings`).
+        "ring_thread_count": ov.rings.get().map(|r| r.threads()),
+        "ring_spares": ov.rings.get().map(|r| r.spares()),
         "inodes": ov.inodes().len(),
         "generation": statelite_fs::mount::read_generation(l),
         "degraded": l.store(StoreKind::Persistent).is_none(),

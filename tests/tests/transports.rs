@@ -27,6 +27,25 @@ fn mounted(extra: &[&str]) -> Fixture {
     fx
 }
 
+/// A fixture (not yet mounted) with RULES' writable areas, `files` in the image and one
+/// variable in the daemon's environment; None, the test skipped, on a kernel without the
+/// ring.
+fn ring_fixture(files: &[(&str, &str)], env: (&str, &str)) -> Option<Fixture> {
+    if !kernel_has_ring() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return None;
+    }
+    let mut fx = Fixture::new(RULES);
+    for (path, text) in [("img/tmp/.keep", ""), ("img/var/lib/db/.keep", "")]
+        .iter()
+        .chain(files)
+    {
+        write(&fx.p(path), text);
+    }
+    fx.envs.push((env.0.into(), env.1.into()));
+    Some(fx)
+}
+
 /// Ring threads of the daemon behind `fx` and their context switches so far.
 fn ring_thread_switches(fx: &Fixture) -> Vec<(String, u64)> {
     fx.ring_threads()
@@ -79,16 +98,12 @@ fn requests_are_served_by_the_ring_threads_when_the_kernel_has_them() {
 /// test) waited forever. The daemon's test hook widens that window to 300 ms.
 #[test]
 fn requests_made_while_the_ring_registers_are_served() {
-    if !kernel_has_ring() {
-        eprintln!("skipped: this kernel has no FUSE over io_uring");
+    let Some(mut fx) = ring_fixture(
+        &[("img/etc/hosts", "127.0.0.1 localhost\n")],
+        ("STATELITE_TEST_RING_REGISTER_DELAY_MS", "300"),
+    ) else {
         return;
-    }
-    let mut fx = Fixture::new(RULES);
-    write(&fx.p("img/etc/hosts"), "127.0.0.1 localhost\n");
-    write(&fx.p("img/tmp/.keep"), "");
-    write(&fx.p("img/var/lib/db/.keep"), "");
-    fx.envs
-        .push(("STATELITE_TEST_RING_REGISTER_DELAY_MS".into(), "300".into()));
+    };
     // Returns once the root is ready, before the ring threads register.
     fx.mount();
     // Requests from every CPU through the registration window and after it; each must be
@@ -131,6 +146,77 @@ fn requests_made_while_the_ring_registers_are_served() {
         std::fs::read_to_string(&hosts).expect("hosts"),
         "127.0.0.1 localhost\n"
     );
+}
+
+/// Each CPU's queue starts with one ring thread (one entry: a `close`'s RELEASE and the
+/// next `open` are served in one wake-up). A request that holds it (an NFS stall; here a
+/// LOOKUP the test hook makes take 4 s) gets the queue a spare thread within ~200 ms, and
+/// the CPU's next requests are answered by the spare while the stalled one goes on.
+#[test]
+fn a_stalled_queue_gets_a_spare_thread_and_the_cpus_next_requests_are_answered() {
+    let Some(mut fx) = ring_fixture(
+        &[
+            ("img/etc/stalled", "slow\n"),
+            ("img/etc/app.conf", "mode=slow\n"),
+        ],
+        ("STATELITE_TEST_SLOW_LOOKUP", "stalled=4000"),
+    ) else {
+        return;
+    };
+    fx.mount();
+    assert!(fx.ring_up());
+    let status = fx.control(r#"{"cmd":"status"}"#);
+    let queues = status["ring_thread_count"].as_u64().expect("thread count");
+    assert_eq!(status["ring_spares"], 0, "{status}");
+    assert_eq!(
+        fx.ring_threads().len() as u64,
+        queues,
+        "one thread per queue to start with"
+    );
+
+    // Both callers on CPU 0, so both requests go to CPU 0's queue.
+    let t0 = std::time::Instant::now();
+    let mut stalled = std::process::Command::new("taskset")
+        .args(["-c", "0", "cat"])
+        .arg(fx.m("etc/stalled"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("taskset");
+    // The spare comes 100-200 ms into the stall; by 600 ms it is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while fx.control(r#"{"cmd":"status"}"#)["ring_spares"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare thread 3 s into a stall: {}",
+            fx.control(r#"{"cmd":"status"}"#)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let other = std::process::Command::new("taskset")
+        .args(["-c", "0", "cat"])
+        .arg(fx.m("etc/app.conf"))
+        .output()
+        .expect("taskset");
+    let answered_at = t0.elapsed();
+    assert!(other.status.success(), "{other:?}");
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "mode=slow\n");
+    // Answered while the stalled LOOKUP was still in the daemon (it takes 4 s).
+    assert!(
+        stalled.try_wait().expect("wait").is_none(),
+        "the stalled read ended first ({answered_at:?}): was the LOOKUP slowed at all?"
+    );
+    assert!(
+        answered_at < std::time::Duration::from_millis(3500),
+        "CPU 0's next request waited behind the stalled one: {answered_at:?}"
+    );
+    let out = stalled.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow\n");
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(4));
+    let status = fx.control(r#"{"cmd":"status"}"#);
+    assert_eq!(status["ring_spares"], 1, "{status}");
+    assert_eq!(status["ring_thread_count"].as_u64(), Some(queues + 1));
+    assert_eq!(fx.ring_threads().len() as u64, queues + 1);
 }
 
 #[test]

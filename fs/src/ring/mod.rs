@@ -8,9 +8,19 @@
 //! kernel queues a request on the ring of the caller's CPU, and the thread pinned to that
 //! CPU serves it: both wake-ups stay local.
 //!
-//! Each possible CPU gets a queue; each queue gets [`THREADS_PER_QUEUE`] threads pinned to
-//! its CPU, each owning an io_uring with one registered ring entry (a 288-byte header and a
-//! payload buffer), so one slow request (an NFS stall) does not hold up the CPU's next.
+//! Each possible CPU gets a queue, served by one thread pinned to its CPU that owns an
+//! io_uring with one registered ring entry (a 288-byte header and a payload buffer). One
+//! entry, because the kernel hands a request to any free entry of the caller's queue: with
+//! two, a `close` (its RELEASE sent without waiting) woke one thread and the caller's next
+//! `open` the other, three context switches per open+close where one thread serving the
+//! RELEASE and then fetching the OPEN takes two (open+read+close of image files 22.7-25.2
+//! → 18.5-19.9 µs; benches/RESULTS.md). A request that holds its queue's every thread for
+//! [`STALL_TICKS`] watcher ticks (an NFS stall) gets the queue a spare thread and entry,
+//! up to [`MAX_THREADS_PER_QUEUE`] ([`Rings::adapt`]), so the CPU's other requests go on:
+//! each new one goes to the spare's free entry, and the spare's every reply fetches the
+//! next request already waiting in the queue. (A new entry does not itself take a waiting
+//! request, so requests made on that CPU in the 100-200 ms before the spare wait until the
+//! spare's first request from there, or the stall's end.)
 //! Requests arrive as completions; the reply goes back with `COMMIT_AND_FETCH`, which also
 //! re-arms the entry. FORGET and INTERRUPT still come over `/dev/fuse` (fuser's threads go
 //! on reading it), and so do invalidation notifications.
@@ -25,6 +35,7 @@ mod dispatch;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +45,16 @@ use io_uring::{IoUring, cqueue, opcode, squeue::Entry128, types};
 
 use crate::overlay::StateliteFs;
 
-/// Threads (each with one ring entry) per CPU queue.
-pub const THREADS_PER_QUEUE: usize = 2;
+/// Threads (each with one ring entry) a CPU queue starts with.
+pub const THREADS_PER_QUEUE: usize = 1;
+
+/// Most threads a queue gets, spares included.
+pub const MAX_THREADS_PER_QUEUE: usize = 4;
+
+/// A queue whose every thread is on the request it was on at the last watcher tick (100 ms
+/// ago, so for at least 100 ms) for this many ticks in a row is stalled and gets a spare
+/// thread: 100-200 ms after a stall begins.
+pub const STALL_TICKS: u32 = 1;
 
 /// The module switch; off by default in 6.14+ kernels, absent before.
 const ENABLE_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -60,6 +79,21 @@ pub fn enable_in_kernel() -> Result<(), RingError> {
         Ok(v) if v.trim() == "Y" || v.trim() == "1" => Ok(()),
         Ok(_) => std::fs::write(ENABLE_KNOB, "Y").map_err(RingError::Enable),
     }
+}
+
+/// Test hook: `STATELITE_TEST_SLOW_LOOKUP=NAME=MS` makes a ring thread take MS milliseconds
+/// over each LOOKUP of NAME, a stand-in for an NFS stall (`tests/tests/transports.rs`).
+fn test_slow_lookup() -> Option<&'static (Vec<u8>, Duration)> {
+    static SLOW: std::sync::OnceLock<Option<(Vec<u8>, Duration)>> = std::sync::OnceLock::new();
+    SLOW.get_or_init(|| {
+        let v = std::env::var("STATELITE_TEST_SLOW_LOOKUP").ok()?;
+        let (name, ms) = v.rsplit_once('=')?;
+        Some((
+            name.as_bytes().to_vec(),
+            Duration::from_millis(ms.parse().ok()?),
+        ))
+    })
+    .as_ref()
 }
 
 /// Test hook: `STATELITE_TEST_RING_REGISTER_DELAY_MS` makes each ring thread wait that long
@@ -156,10 +190,27 @@ fn fuse_cmd(dev: i32, cmd_op: u32, qid: u16, commit_id: u64, iov: Option<u64>) -
 pub struct Rings {
     pub queues: usize,
     sched: Mutex<Scheduling>,
+    spawner: Spawner,
 }
+
+/// What it takes to start another ring thread.
+struct Spawner {
+    fs: Arc<StateliteFs>,
+    dev: Arc<OwnedFd>,
+    payload: usize,
+}
+
+/// A ring thread's progress, for the stall check: odd while it serves a request, bumped
+/// at each request's start and end (two relaxed stores per request, read every 100 ms).
+type Progress = Arc<AtomicU64>;
 
 struct RingThread {
     tid: i32,
+    qid: usize,
+    progress: Progress,
+    /// `progress` at the last tick, and for how many ticks in a row it stood odd there.
+    last_progress: u64,
+    stuck_ticks: u32,
     /// `/proc/self/task/<tid>/schedstat`, kept open: the watcher re-reads it with one
     /// `pread` every 100 ms rather than opening it anew (five system calls), so an idle
     /// node's daemon costs next to nothing between requests.
@@ -170,6 +221,8 @@ struct RingThread {
 
 struct Scheduling {
     threads: Vec<RingThread>,
+    /// Spare threads added to stalled queues so far.
+    spares: usize,
     idle: bool,
     /// Normal scheduling is kept until then (set while contended).
     normal_until: Option<Instant>,
@@ -209,9 +262,21 @@ impl Rings {
         self.sched.lock().idle
     }
 
-    /// Watches the ring threads' run-queue waits and picks their policy (see [`Rings`]).
+    /// Spare threads added to stalled queues since the ring started.
+    pub fn spares(&self) -> usize {
+        self.sched.lock().spares
+    }
+
+    /// Ring threads now, spares included.
+    pub fn threads(&self) -> usize {
+        self.sched.lock().threads.len()
+    }
+
+    /// Every 100 ms: gives a stalled queue a spare thread (see the module's comment), and
+    /// watches the ring threads' run-queue waits to pick their policy (see [`Rings`]).
     pub fn adapt(&self) {
         let mut s = self.sched.lock();
+        self.add_spares(&mut s);
         let mut starved = false;
         for t in s.threads.iter_mut() {
             let Some((wait, slices)) = t.schedstat.as_ref().and_then(schedstat) else {
@@ -255,6 +320,92 @@ impl Rings {
             s.idle = true;
         }
     }
+
+    /// A queue whose every thread has served one request for [`STALL_TICKS`] ticks gets
+    /// another thread (and ring entry), while it has fewer than [`MAX_THREADS_PER_QUEUE`].
+    /// Threads are never taken away: the kernel has no way to retire a ring entry.
+    fn add_spares(&self, s: &mut Scheduling) {
+        for t in s.threads.iter_mut() {
+            let p = t.progress.load(Ordering::Relaxed);
+            t.stuck_ticks = if p % 2 == 1 && p == t.last_progress {
+                t.stuck_ticks.saturating_add(1)
+            } else {
+                0
+            };
+            t.last_progress = p;
+        }
+        for qid in 0..self.queues {
+            let (count, stalled) = s
+                .threads
+                .iter()
+                .filter(|t| t.qid == qid)
+                .fold((0, true), |(n, all), t| {
+                    (n + 1, all && t.stuck_ticks >= STALL_TICKS)
+                });
+            if count == 0 || !stalled || count >= MAX_THREADS_PER_QUEUE {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel();
+            let progress = match self.spawner.spawn(qid, count, tx) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(qid, "cannot add a spare ring thread: {e}");
+                    continue;
+                }
+            };
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(Ok(tid)) => {
+                    if !s.idle {
+                        set_policy(tid, libc::SCHED_OTHER);
+                    }
+                    s.threads.push(RingThread::new(tid, qid, progress));
+                    s.spares += 1;
+                    tracing::info!(
+                        qid,
+                        threads = count + 1,
+                        "a request has held every ring thread of this CPU's queue for over \
+                         100 ms: spare ring thread added"
+                    );
+                }
+                Ok(Err(e)) => tracing::warn!(qid, "spare ring thread not registered: {e}"),
+                Err(_) => tracing::warn!(qid, "spare ring thread did not register within 2 s"),
+            }
+        }
+    }
+}
+
+impl RingThread {
+    fn new(tid: i32, qid: usize, progress: Progress) -> RingThread {
+        RingThread {
+            tid,
+            qid,
+            progress,
+            last_progress: 0,
+            stuck_ticks: 0,
+            schedstat: std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).ok(),
+            wait_ns: 0,
+            slices: 0,
+        }
+    }
+}
+
+impl Spawner {
+    /// Starts ring thread number `t` of queue `qid`; it reports its registration on `tx`.
+    fn spawn(
+        &self,
+        qid: usize,
+        t: usize,
+        tx: mpsc::Sender<Result<i32, RingError>>,
+    ) -> Result<Progress, RingError> {
+        let (fs, dev, payload) = (self.fs.clone(), self.dev.clone(), self.payload);
+        let progress = Progress::default();
+        let mine = progress.clone();
+        std::thread::Builder::new()
+            .name(format!("ring-{qid}.{t}"))
+            .spawn(move || serve(&fs, &dev, qid, payload, &mine, tx))
+            .map_err(|source| RingError::Setup { qid, source })?;
+        Ok(progress)
+    }
 }
 
 /// Starts the ring: registers every queue's entries and returns once all are registered,
@@ -262,26 +413,19 @@ impl Rings {
 /// connection's largest request or reply (`max_write`, `max_pages`).
 pub fn start(fs: Arc<StateliteFs>, dev: Arc<OwnedFd>, payload: usize) -> Result<Rings, RingError> {
     let queues = possible_cpus();
-    let (tx, rx) = mpsc::channel();
+    let spawner = Spawner { fs, dev, payload };
+    let mut started = Vec::new();
     for qid in 0..queues {
         for t in 0..THREADS_PER_QUEUE {
-            let (fs, dev, tx) = (fs.clone(), dev.clone(), tx.clone());
-            std::thread::Builder::new()
-                .name(format!("ring-{qid}.{t}"))
-                .spawn(move || serve(&fs, &dev, qid, payload, tx))
-                .map_err(|source| RingError::Setup { qid, source })?;
+            // One channel per thread, so each registration is known to be whose.
+            let (tx, rx) = mpsc::channel();
+            started.push((qid, spawner.spawn(qid, t, tx)?, rx));
         }
     }
-    drop(tx);
     let mut threads = Vec::new();
-    for _ in 0..queues * THREADS_PER_QUEUE {
+    for (qid, progress, rx) in started {
         match rx.recv() {
-            Ok(Ok(tid)) => threads.push(RingThread {
-                tid,
-                schedstat: std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).ok(),
-                wait_ns: 0,
-                slices: 0,
-            }),
+            Ok(Ok(tid)) => threads.push(RingThread::new(tid, qid, progress)),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(RingError::Setup {
@@ -295,10 +439,12 @@ pub fn start(fs: Arc<StateliteFs>, dev: Arc<OwnedFd>, payload: usize) -> Result<
         queues,
         sched: Mutex::new(Scheduling {
             threads,
+            spares: 0,
             idle: true,
             normal_until: None,
             backoff: CONTENDED_HOLD,
         }),
+        spawner,
     })
 }
 
@@ -308,6 +454,7 @@ fn serve(
     dev: &OwnedFd,
     qid: usize,
     payload_size: usize,
+    progress: &AtomicU64,
     ready: mpsc::Sender<Result<i32, RingError>>,
 ) {
     pin_to_cpu(qid);
@@ -404,6 +551,9 @@ fn serve(
                 }
             }
         }
+        // Odd from here until the reply is ready (see `Rings::add_spares`); only this thread
+        // writes it.
+        progress.store(progress.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let h = abi::InHeader::parse(&header[..abi::IN_HEADER_SIZE]);
         let commit_id = abi::u64_at(&header, abi::ENT_COMMIT_ID);
         let psz = (abi::u32_at(&header, abi::ENT_PAYLOAD_SZ) as usize).min(payload.len());
@@ -416,8 +566,15 @@ fn serve(
             // Names and values are copied out so that the reply may fill the payload.
             args.clear();
             args.extend_from_slice(&payload[..psz]);
+            if h.opcode == abi::LOOKUP
+                && let Some((name, pause)) = test_slow_lookup()
+                && args.split(|&b| b == 0).next() == Some(name.as_slice())
+            {
+                std::thread::sleep(*pause);
+            }
             dispatch::dispatch(fs, &h, &op, &args, Some(&mut payload), &mut out);
         }
+        progress.store(progress.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let len = if out.error != 0 || out.silent {
             0
         } else if let Some(n) = out.big_len {

@@ -372,6 +372,20 @@ fn render_status(v: &Value) -> String {
                 None => "- (no ring)".into(),
             },
         ),
+        (
+            "FUSE ring threads, count".into(),
+            match (field(v, "ring_thread_count"), field(v, "ring_spares")) {
+                (Value::Null, _) => "- (no ring)".into(),
+                (n, Value::Number(s)) if s.as_u64() == Some(0) => {
+                    format!("{} (one per CPU)", plain(n))
+                }
+                (n, s) => format!(
+                    "{} (one per CPU, plus {} spares for queues a slow request held)",
+                    plain(n),
+                    plain(s)
+                ),
+            },
+        ),
         ("inodes in use".into(), plain(field(v, "inodes"))),
     ];
     rows.extend(extra_rows(
@@ -389,6 +403,8 @@ fn render_status(v: &Value) -> String {
             "passthrough",
             "transport",
             "ring_threads",
+            "ring_thread_count",
+            "ring_spares",
             "inodes",
         ],
     ));

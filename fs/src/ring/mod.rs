@@ -202,7 +202,14 @@ struct Spawner {
 
 /// A ring thread's progress, for the stall check: odd while it serves a request, bumped
 /// at each request's start and end (two relaxed stores per request, read every 100 ms).
+/// [`FAILED`] or [`ENDED`] once the thread has ended.
 type Progress = Arc<AtomicU64>;
+
+/// The progress of a ring thread that failed: odd and never changing, like a stuck one.
+const FAILED: u64 = u64::MAX;
+
+/// The progress of a ring thread that ended with the connection.
+const ENDED: u64 = u64::MAX - 1;
 
 struct RingThread {
     tid: i32,
@@ -321,30 +328,13 @@ impl Rings {
         }
     }
 
-    /// A queue whose every thread has served one request for [`STALL_TICKS`] ticks gets
-    /// another thread (and ring entry), while it has fewer than [`MAX_THREADS_PER_QUEUE`].
-    /// Threads are never taken away: the kernel has no way to retire a ring entry.
+    /// A queue whose every thread has served one request for [`STALL_TICKS`] ticks (or has
+    /// failed) gets another thread and ring entry, while it has fewer than
+    /// [`MAX_THREADS_PER_QUEUE`]. Threads are never taken away: the kernel has no way to
+    /// retire a ring entry. (With one thread a queue, one that failed would otherwise leave
+    /// its CPU's requests unanswered for good.)
     fn add_spares(&self, s: &mut Scheduling) {
-        for t in s.threads.iter_mut() {
-            let p = t.progress.load(Ordering::Relaxed);
-            t.stuck_ticks = if p % 2 == 1 && p == t.last_progress {
-                t.stuck_ticks.saturating_add(1)
-            } else {
-                0
-            };
-            t.last_progress = p;
-        }
-        for qid in 0..self.queues {
-            let (count, stalled) = s
-                .threads
-                .iter()
-                .filter(|t| t.qid == qid)
-                .fold((0, true), |(n, all), t| {
-                    (n + 1, all && t.stuck_ticks >= STALL_TICKS)
-                });
-            if count == 0 || !stalled || count >= MAX_THREADS_PER_QUEUE {
-                continue;
-            }
+        for (qid, count) in stalled_queues(&mut s.threads, self.queues) {
             let (tx, rx) = mpsc::channel();
             let progress = match self.spawner.spawn(qid, count, tx) {
                 Ok(p) => p,
@@ -372,6 +362,32 @@ impl Rings {
             }
         }
     }
+}
+
+/// One watcher tick: updates each thread's count of ticks stuck on one request, and returns
+/// the queues to give a spare now, with their thread counts: those whose every thread is
+/// stuck (or failed) for [`STALL_TICKS`] and which have room for one more.
+fn stalled_queues(threads: &mut [RingThread], queues: usize) -> Vec<(usize, usize)> {
+    for t in threads.iter_mut() {
+        let p = t.progress.load(Ordering::Relaxed);
+        t.stuck_ticks = if p % 2 == 1 && p == t.last_progress {
+            t.stuck_ticks.saturating_add(1)
+        } else {
+            0
+        };
+        t.last_progress = p;
+    }
+    (0..queues)
+        .filter_map(|qid| {
+            let (count, stalled) = threads
+                .iter()
+                .filter(|t| t.qid == qid)
+                .fold((0, true), |(n, all), t| {
+                    (n + 1, all && t.stuck_ticks >= STALL_TICKS)
+                });
+            (count > 0 && stalled && count < MAX_THREADS_PER_QUEUE).then_some((qid, count))
+        })
+        .collect()
 }
 
 impl RingThread {
@@ -518,7 +534,8 @@ fn serve(
 
     let mut args = Vec::with_capacity(4096);
     let mut out = dispatch::Out::new();
-    loop {
+    // Whether the thread failed (rather than ended with the connection).
+    let failed = loop {
         let cqe = match early.take() {
             Some(cqe) => cqe,
             None => {
@@ -527,7 +544,7 @@ fn serve(
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                     Err(e) => {
                         tracing::error!(qid, "io_uring wait failed, ring thread ends: {e}");
-                        return;
+                        break true;
                     }
                 }
                 let Some(cqe) = ring.completion().next() else {
@@ -540,14 +557,14 @@ fn serve(
         if res < 0 {
             match -res {
                 // Unmounted or aborted: the connection is gone.
-                libc::ENOTCONN | libc::ECANCELED | libc::ECONNABORTED => return,
+                libc::ENOTCONN | libc::ECANCELED | libc::ECONNABORTED => break false,
                 e => {
                     tracing::error!(
                         qid,
                         "ring entry failed, ring thread ends: {}",
                         std::io::Error::from_raw_os_error(e)
                     );
-                    return;
+                    break true;
                 }
             }
         }
@@ -589,14 +606,57 @@ fn serve(
         // SAFETY: the command carries no pointers beyond the registered entry's.
         if unsafe { ring.submission().push(&commit) }.is_err() {
             tracing::error!(qid, "ring submission queue full, ring thread ends");
-            return;
+            break true;
         }
-    }
+    };
+    // A failed thread looks stuck for good, so its queue gets a spare in its place at the
+    // next tick; one gone with the connection looks idle.
+    progress.store(if failed { FAILED } else { ENDED }, Ordering::Relaxed);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_gets_a_spare_when_every_thread_is_stuck_or_failed_never_when_busy_or_ended() {
+        // Queues 0-4, one thread each, then spares for queue 5 up to the cap.
+        let progress: Vec<Progress> = (0..5).map(|_| Progress::default()).collect();
+        let mut threads: Vec<RingThread> = progress
+            .iter()
+            .enumerate()
+            .map(|(q, p)| RingThread::new(0, q, p.clone()))
+            .collect();
+        let full = Progress::new(AtomicU64::new(1));
+        for _ in 0..MAX_THREADS_PER_QUEUE {
+            threads.push(RingThread::new(0, 5, full.clone()));
+        }
+        // 0 idle (even), 1 busy with a new request at every tick, 2 on one request,
+        // 3 failed, 4 ended with the connection; 5 stuck but at the cap.
+        progress[2].store(7, Ordering::Relaxed);
+        progress[3].store(FAILED, Ordering::Relaxed);
+        progress[4].store(ENDED, Ordering::Relaxed);
+        let mut ticks = Vec::new();
+        for tick in 0..4u64 {
+            progress[1].store(2 * tick + 1, Ordering::Relaxed);
+            ticks.push(stalled_queues(&mut threads, 6));
+        }
+        // The first tick only sees where each thread is; from the second on, the stuck and
+        // the failed queue are stalled (each with its one thread).
+        assert_eq!(ticks[0], vec![]);
+        for t in &ticks[1..] {
+            assert_eq!(t, &vec![(2, 1), (3, 1)]);
+        }
+        // Once the stuck request is answered, its queue is no longer stalled.
+        progress[2].store(8, Ordering::Relaxed);
+        progress[1].store(9, Ordering::Relaxed);
+        assert_eq!(stalled_queues(&mut threads, 6), vec![(3, 1)]);
+        // A queue with a stuck thread and a serving spare is not stalled.
+        let spare = Progress::new(AtomicU64::new(0));
+        threads.push(RingThread::new(0, 3, spare.clone()));
+        progress[1].store(11, Ordering::Relaxed);
+        assert_eq!(stalled_queues(&mut threads, 6), vec![]);
+    }
 
     #[test]
     fn registration_commands_carry_queue_commit_and_iovec_count() {

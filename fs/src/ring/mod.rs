@@ -227,9 +227,8 @@ struct RingThread {
 }
 
 struct Scheduling {
+    /// The threads `start` made, then the spares added since (never removed).
     threads: Vec<RingThread>,
-    /// Spare threads added to stalled queues so far.
-    spares: usize,
     idle: bool,
     /// Normal scheduling is kept until then (set while contended).
     normal_until: Option<Instant>,
@@ -269,9 +268,10 @@ impl Rings {
         self.sched.lock().idle
     }
 
-    /// Spare threads added to stalled queues since the ring started.
+    /// Spare threads added to stalled queues since the ring started: the threads beyond
+    /// those [`start`] made, as none is ever removed.
     pub fn spares(&self) -> usize {
-        self.sched.lock().spares
+        self.threads() - self.queues * THREADS_PER_QUEUE
     }
 
     /// Ring threads now, spares included.
@@ -349,7 +349,6 @@ impl Rings {
                         set_policy(tid, libc::SCHED_OTHER);
                     }
                     s.threads.push(RingThread::new(tid, qid, progress));
-                    s.spares += 1;
                     tracing::info!(
                         qid,
                         threads = count + 1,
@@ -368,6 +367,9 @@ impl Rings {
 /// the queues to give a spare now, with their thread counts: those whose every thread is
 /// stuck (or failed) for [`STALL_TICKS`] and which have room for one more.
 fn stalled_queues(threads: &mut [RingThread], queues: usize) -> Vec<(usize, usize)> {
+    // Per queue: its threads, and whether every one of them is stuck. One pass over the
+    // threads (every tick, on a node with hundreds of CPUs too).
+    let mut per_queue = vec![(0, true); queues];
     for t in threads.iter_mut() {
         let p = t.progress.load(Ordering::Relaxed);
         t.stuck_ticks = if p % 2 == 1 && p == t.last_progress {
@@ -376,17 +378,16 @@ fn stalled_queues(threads: &mut [RingThread], queues: usize) -> Vec<(usize, usiz
             0
         };
         t.last_progress = p;
+        if let Some((count, all_stuck)) = per_queue.get_mut(t.qid) {
+            *count += 1;
+            *all_stuck &= t.stuck_ticks >= STALL_TICKS;
+        }
     }
-    (0..queues)
-        .filter_map(|qid| {
-            let (count, stalled) = threads
-                .iter()
-                .filter(|t| t.qid == qid)
-                .fold((0, true), |(n, all), t| {
-                    (n + 1, all && t.stuck_ticks >= STALL_TICKS)
-                });
-            (count > 0 && stalled && count < MAX_THREADS_PER_QUEUE).then_some((qid, count))
-        })
+    per_queue
+        .into_iter()
+        .enumerate()
+        .filter(|&(_, (count, all_stuck))| count > 0 && all_stuck && count < MAX_THREADS_PER_QUEUE)
+        .map(|(qid, (count, _))| (qid, count))
         .collect()
 }
 
@@ -455,7 +456,6 @@ pub fn start(fs: Arc<StateliteFs>, dev: Arc<OwnedFd>, payload: usize) -> Result<
         queues,
         sched: Mutex::new(Scheduling {
             threads,
-            spares: 0,
             idle: true,
             normal_until: None,
             backoff: CONTENDED_HOLD,
